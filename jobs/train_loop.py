@@ -1,0 +1,244 @@
+"""One training loop for every regime: train_one_epoch / evaluate, checkpoints, resume, early stop.
+
+A regime is configuration (TrainParams), not a copy of this file. Data are in-memory tensors
+(uint8 images + int64 labels); a `prepare` function turns a uint8 batch into model input on the
+training device, so no per-sample Python work happens in the hot loop.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.state import atomic_path
+
+Prepare = Callable[[torch.Tensor, bool], torch.Tensor]   # (uint8 batch, training) -> float input
+
+
+@dataclass
+class TrainParams:
+    epochs: int = field(default=10, metadata={"min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = field(default=1e-3, metadata={"min": 0.0})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
+    patience: int = field(default=0, metadata={"min": 0, "help": "early stop after this many epochs without a better val acc; 0 = off"})
+    amp: bool = field(default=False, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    channels_last: bool = False
+    log_every: int = field(default=50, metadata={"min": 1, "help": "progress line every N steps"})
+
+
+def seed_everything(seed: int, log) -> None:
+    """One seed for every RNG; deterministic kernels where torch has them."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    log.info("seed %d; deterministic algorithms on (ops without a deterministic kernel warn in this log)", seed)
+
+
+def environment_summary() -> str:
+    import platform
+    cuda = torch.version.cuda if torch.cuda.is_available() else "no CUDA device"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    try:
+        import torchvision
+        tv = torchvision.__version__
+    except ImportError:
+        tv = "not installed"
+    return (f"python {platform.python_version()}, torch {torch.__version__}, torchvision {tv}, "
+            f"CUDA {cuda}, device {device}, threads {torch.get_num_threads()}")
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("this stage asks for a GPU (resources.gpus > 0) but no CUDA device is visible; "
+                           "run it on a GPU partition or set resources.gpus=0 to train on the CPU")
+    return torch.device(requested)
+
+
+def make_optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+
+
+def make_scheduler(opt, p: TrainParams, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step linear warmup, then cosine to zero (or constant)."""
+    total = max(1, p.epochs * steps_per_epoch)
+    warmup = int(p.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if p.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None):
+    """Index batches; shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _autocast(device: torch.device, p: TrainParams):
+    enabled = p.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if p.amp_dtype == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p: TrainParams,
+                    generator, log, epoch: int) -> dict:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    steps = math.ceil(len(y) / p.batch_size)
+    started = time.perf_counter()
+    for step, idx in enumerate(batches(len(y), p.batch_size, generator), 1):
+        inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=True)
+        with _autocast(device, p):
+            logits = model(inputs)                                   # (N, classes)
+            loss = loss_fn(logits, targets)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        if step % p.log_every == 0 and step < steps:
+            # Plain lines, no carriage returns: readable in a SLURM log file.
+            log.info("epoch %d step %d/%d | loss %.4f | %.0f img/s", epoch, step, steps,
+                     total_loss / seen, seen / (time.perf_counter() - started))
+    elapsed = time.perf_counter() - started
+    return {"loss": total_loss / seen, "acc": correct / seen, "seconds": elapsed, "img_per_s": seen / elapsed}
+
+
+@torch.no_grad()
+def evaluate(model, x, y, prepare: Prepare, device, p: TrainParams, batch_size: int | None = None) -> dict:
+    """Mean loss, accuracy and predictions over (x, y)."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, preds = 0.0, []
+    for idx in batches(len(y), batch_size or p.batch_size, None):
+        inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=False)
+        with _autocast(device, p):
+            logits = model(inputs)
+        total_loss += loss_fn(logits.float(), targets).item()
+        preds.append(logits.argmax(1).cpu())
+    pred = torch.cat(preds)
+    return {"loss": total_loss / len(y), "acc": (pred == y).float().mean().item(), "pred": pred}
+
+
+def _to_device(xb, yb, prepare: Prepare, device, p: TrainParams, training: bool):
+    inputs = prepare(xb.to(device, non_blocking=True), training)     # (N, C, H, W) float
+    if p.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, yb.to(device, non_blocking=True)
+
+
+def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams, ctx,
+        trainable=None, meta: dict | None = None) -> dict:
+    """Train with per-epoch checkpoints; resume from ctx.checkpoint_path when it matches this run.
+
+    data: x_train, y_train, x_val, y_val (uint8 images, int64 labels).
+    Returns the history and the best epoch; the best weights (with `meta`, what an evaluation
+    needs to rebuild the model) are in ctx.out_dir / "best.pt".
+    """
+    device = resolve_device(ctx.device)
+    model.to(device)
+    if p.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = [q for q in (trainable if trainable is not None else model.parameters()) if q.requires_grad]
+    steps_per_epoch = math.ceil(len(data["y_train"]) / p.batch_size)
+    opt = make_optimizer(params, p)
+    sched = make_scheduler(opt, p, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=p.amp and p.amp_dtype == "fp16" and device.type == "cuda")
+    generator = torch.Generator().manual_seed(ctx.seed)
+    run = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
+    if ctx.checkpoint_path.exists():
+        run = _resume(ctx, model, opt, sched, scaler, generator, run)
+    first = p.epochs + 1 if run.get("early_stop_epoch") else run["epoch"] + 1  # an early stop is final
+    for epoch in range(first, p.epochs + 1):
+        train = train_one_epoch(model, data["x_train"], data["y_train"], prepare, opt, sched, scaler, device, p,
+                                generator, ctx.log, epoch)
+        val = evaluate(model, data["x_val"], data["y_val"], prepare, device, p)
+        run["history"].append({"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
+                               "val_loss": val["loss"], "val_acc": val["acc"], "lr": sched.get_last_lr()[0],
+                               "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
+        ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
+                     "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
+                     100 * val["acc"], sched.get_last_lr()[0], train["img_per_s"])
+        if val["acc"] > run["best_acc"]:
+            run.update(best_acc=val["acc"], best_epoch=epoch)
+            _save(ctx.out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch, "val_acc": val["acc"],
+                                                "meta": meta or {}})
+        run["epoch"] = epoch
+        stop = p.patience and epoch - run["best_epoch"] >= p.patience
+        run["early_stop_epoch"] = epoch if stop else None
+        _save(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
+        if stop:
+            ctx.log.info("early stop at epoch %d: no better val acc for %d epochs", epoch, p.patience)
+            break
+    ctx.log.info("best val acc %.2f%% at epoch %d", 100 * run["best_acc"], run["best_epoch"])
+    return run
+
+
+def _checkpoint(ctx, model, opt, sched, scaler, generator, run, p: TrainParams) -> dict:
+    """Everything a restarted job needs to continue exactly where this epoch ended."""
+    from dataclasses import asdict
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(), "run": run, "config": asdict(p), "fingerprint": ctx.fingerprint,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "loader": generator.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+
+
+def _resume(ctx, model, opt, sched, scaler, generator, fresh: dict) -> dict:
+    ckpt = torch.load(ctx.checkpoint_path, map_location="cpu", weights_only=False)
+    if ckpt.get("fingerprint") != ctx.fingerprint:
+        ctx.log.info("ignoring checkpoint from a different config/code (fingerprint %s)", ckpt.get("fingerprint"))
+        return fresh
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    generator.set_state(rng["loader"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    run = ckpt["run"]
+    ctx.log.info("resumed from %s after epoch %d (best val acc %.2f%% at epoch %d)", ctx.checkpoint_path,
+                 run["epoch"], 100 * run["best_acc"], run["best_epoch"])
+    return run
+
+
+def _save(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def peak_gpu_mem_mb() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -1,0 +1,1 @@
+"""The pipeline engine: configs, DAG, executors, state, accounting. Knows nothing about ML."""

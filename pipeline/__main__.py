@@ -1,0 +1,156 @@
+"""Command line: python -m pipeline submit|run|status|render|report|reconcile ..."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .schema import ConfigError
+from .state import LockedError
+
+
+def _load(args) -> config_mod.Experiment:
+    path = args.config or config_mod.default_config_path()
+    return config_mod.load(path, args.set or [])
+
+
+def cmd_submit(args) -> int:
+    from .executors import make_executor
+    from .submit import submit
+    exp = _load(args)  # validate everything before anything is submitted
+    executor = make_executor(args.executor, dry_run=args.dry_run)
+    return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain)
+
+
+def cmd_run(args) -> int:
+    from .runner import run_targets
+    exp = _load(args)
+    _requeue_on_usr1()
+    return run_targets(exp, args.stages, force=args.force)
+
+
+def _requeue_on_usr1() -> None:
+    """Inside a rendered sbatch job, SLURM sends USR1 before the time limit (--signal=B:USR1@N):
+    requeue the job so it starts again and resumes from the stages' checkpoints."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return
+
+    def handler(signum, frame):
+        print(f"[pipeline] time limit near: requeueing job {job_id}", flush=True)
+        subprocess.run(["scontrol", "requeue", job_id], check=False)
+        sys.exit(143)
+    signal.signal(signal.SIGUSR1, handler)
+
+
+def cmd_status(args) -> int:
+    from .status import stage_states
+    rows = stage_states(_load(args))
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = [("stage", "state", "job id", "elapsed", "log", "detail")]
+    for r in rows:
+        elapsed = f"{r['elapsed_s']:.0f}s" if r["elapsed_s"] is not None else "-"
+        table.append((r["stage"], r["state"], r["job_id"] or "-", elapsed, r["log"] or "-", r["reason"] or ""))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 1 if any(r["state"] == "failed" for r in rows) else 0
+
+
+def cmd_render(args) -> int:
+    from .render import render
+    exp = _load(args)
+    config_arg = args.config or os.path.relpath(config_mod.default_config_path())
+    text = render(exp, config_arg, args.set or [])
+    out = Path(args.output or Path("sbatch") / f"{exp.name}.sbatch")
+    if args.check:
+        same = out.exists() and out.read_text() == text
+        print(f"{out}: {'in sync' if same else 'OUT OF DATE: run python -m pipeline render -c ' + config_arg}")
+        return 0 if same else 1
+    from .state import atomic_write_text
+    atomic_write_text(out, text)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    if args.config:
+        exp = _load(args)
+        csv_path, md_path = write_report(Path(exp.paths.results), [exp.name])
+    else:
+        exp = _load(args)  # the default experiment only tells where results/ is
+        csv_path, md_path = write_report(Path(exp.paths.results))
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    from .status import reconcile
+    messages = reconcile(_load(args))
+    print("\n".join(messages) if messages else "nothing to reconcile: no job waits on a failed dependency")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("-c", "--config", help="experiment YAML (default: configs/defaults.yaml's default_experiment)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set stages.train.epochs=3 (repeatable)")
+        return p
+
+    p = common(sub.add_parser("submit", help="submit stages (and what they need) to SLURM or run locally"))
+    p.add_argument("stages", nargs="*", default=["all"], help="stage names or 'all' (default)")
+    p.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"])
+    p.add_argument("--dry-run", action="store_true", help="print the plan and job scripts; submit nothing")
+    p.add_argument("--force", action="store_true", help="rerun stages that are already done")
+    p.add_argument("--explain", action="store_true", help="say why each stage will or will not run")
+    p.set_defaults(fn=cmd_submit)
+
+    p = common(sub.add_parser("run", help="run stages in this process (what jobs execute)"))
+    p.add_argument("stages", nargs="+", help="stage names or 'all'")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+    p = common(sub.add_parser("status", help="state of every stage"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_status)
+
+    p = common(sub.add_parser("render", help="write sbatch/<experiment>.sbatch"))
+    p.add_argument("-o", "--output")
+    p.add_argument("--check", action="store_true", help="exit 1 if the committed file is out of date")
+    p.set_defaults(fn=cmd_render)
+
+    p = common(sub.add_parser("report", help="write results/efficiency.csv and results/report.md"))
+    p.set_defaults(fn=cmd_report)
+
+    p = common(sub.add_parser("reconcile", help="cancel jobs stuck behind a failed upstream stage"))
+    p.set_defaults(fn=cmd_reconcile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as err:
+        print(f"error: {err}\nnothing was submitted or run.", file=sys.stderr)
+        return 2
+    except LockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The executor interface shared by the SLURM and local backends."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class Submission:
+    stage: str
+    job_id: str
+    log: Path
+    state: str          # slurm: "submitted"; local: "done" | "failed" | "never-run"
+
+
+class Executor(abc.ABC):
+    name: str = "executor"
+
+    def __init__(self, dry_run: bool = False):
+        self.dry_run = dry_run
+
+    @abc.abstractmethod
+    def submit(self, exp, stage: str, after: list[str]) -> Submission:
+        """Start `stage` once every job id in `after` has succeeded."""
+
+    def script(self, exp, stage: str, after: list[str]) -> str:
+        """The text that would be submitted for `stage` (for --dry-run)."""
+        return ""

@@ -1,0 +1,45 @@
+"""Local backend: each stage in a child process, one after another, logs under logs/."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import yaml
+
+from ..config import Experiment
+from ..state import atomic_write_text
+from .base import Executor, Submission
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, dry_run: bool = False):
+        super().__init__(dry_run)
+        self.states: dict[str, str] = {}   # job id -> done | failed | never-run
+
+    def _command(self, exp: Experiment, stage: str) -> list[str]:
+        resolved = exp.results_dir / "_resolved.yaml"
+        return [sys.executable, "-m", "pipeline", "run", stage, "-c", str(resolved)]
+
+    def submit(self, exp: Experiment, stage: str, after: list[str]) -> Submission:
+        job_id = f"local-{os.getpid()}-{stage}"
+        log = exp.log_dir(stage) / f"{time.strftime('%Y%m%d-%H%M%S')}.log"
+        if any(self.states.get(j) != "done" for j in after):
+            self.states[job_id] = "never-run"
+            return Submission(stage, job_id, log, "never-run")
+        resolved = exp.results_dir / "_resolved.yaml"
+        atomic_write_text(resolved, yaml.safe_dump(exp.raw, sort_keys=False))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[pipeline] running {stage} locally (log: {log})", flush=True)
+        with open(log, "w") as f:
+            code = subprocess.call(self._command(exp, stage), stdout=f, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PIPELINE_JOB_ID": job_id})
+        self.states[job_id] = "done" if code == 0 else "failed"
+        return Submission(stage, job_id, log, self.states[job_id])
+
+    def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
+        import shlex
+        return " ".join(shlex.quote(a) for a in self._command(exp, stage))

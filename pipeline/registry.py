@@ -1,0 +1,80 @@
+"""The stage contract: the one seam between the engine (pipeline/) and the stages (jobs/).
+
+A stage kind is a function `run(params, ctx) -> dict` registered under its YAML `kind`, with a
+dataclass describing its parameters. The engine calls it the same way under SLURM, locally, or
+in-process for tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+_KINDS: dict[str, "StageKind"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageKind:
+    name: str
+    run: Callable[[Any, "StageContext"], dict]
+    params: type
+    module: str
+
+    def code_version(self) -> str:
+        """Hash of the module that implements the kind: a code change reruns the stage."""
+        source = inspect.getsource(inspect.getmodule(self.run))
+        return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage gets from the engine besides its parameters."""
+    experiment: str
+    stage: str
+    out_dir: Path                 # results/<exp>/<stage>/ ; write artifacts with state.atomic_*
+    upstream: dict[str, Path]     # name of each needed stage -> its out_dir
+    data_dir: Path                # shared data folder (downloads)
+    cache_dir: Path               # torch hub / HF cache root
+    seed: int
+    device: str                   # "cuda" when a GPU is visible, else "cpu"
+    log: logging.Logger
+    accounting: dict[str, Any]    # stage-specific accounting fields (epochs, params, precision...)
+    fingerprint: str = ""         # changes whenever config, code or upstream change
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def record(self, **fields: Any) -> None:
+        """Add fields to this stage's accounting.json (e.g. trainable_params, epochs)."""
+        self.accounting.update(fields)
+
+
+def register(kind: str, params: type):
+    """Decorator: `@register("train", TrainParams) def run(p, ctx): ...`."""
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"params for stage kind {kind!r} must be a dataclass")
+
+    def deco(fn):
+        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__)
+        return fn
+    return deco
+
+
+def load_modules(names: list[str]) -> None:
+    """Import the packages that register stage kinds (configs/defaults.yaml: stage_modules)."""
+    importlib.import_module("pipeline.builtin_stages")
+    for name in names:
+        importlib.import_module(name)
+
+
+def get(kind: str) -> StageKind:
+    return _KINDS[kind]
+
+
+def kinds() -> list[str]:
+    return sorted(_KINDS)

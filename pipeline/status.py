@@ -1,0 +1,84 @@
+"""The state of every stage, from files on disk plus squeue/sacct; and `reconcile`."""
+from __future__ import annotations
+
+import subprocess
+
+from . import state
+from .accounting import FAILED_STATES, query_sacct, query_squeue
+from .config import Experiment
+from .dag import topological_order
+
+RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
+def stage_states(exp: Experiment) -> list[dict]:
+    """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
+    fps = state.fingerprints(exp)
+    records = {n: state.job_record(exp.stage_dir(n)) for n in exp.stages}
+    ids = [str(r["job_id"]) for r in records.values() if r.get("executor") == "slurm" and r.get("job_id")]
+    live = query_squeue(ids)
+    sacct, _ = query_sacct(ids) if ids else ({}, None)
+    rows: dict[str, dict] = {}
+    for name in topological_order(exp.stages):
+        rec = records[name]
+        job = str(rec.get("job_id") or "")
+        acct = state.read_json(exp.stage_dir(name) / "accounting.json", {}) or {}
+        current, reason = _state(exp, name, fps[name], rec, live.get(job), sacct.get(job), acct)
+        upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in ("failed", "never-run")]
+        if upstream_bad and current in ("pending", "not-submitted", "stale"):
+            current, reason = "never-run", f"upstream {upstream_bad[0]!r} did not succeed"
+        elapsed = (sacct.get(job) or {}).get("elapsed_s") or acct.get("wall_s")
+        rows[name] = {"stage": name, "state": current, "job_id": job or None, "elapsed_s": elapsed,
+                      "log": rec.get("log"), "reason": reason}
+    return list(rows.values())
+
+
+def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
+    marker = state.success(exp.stage_dir(name))
+    if marker and marker.get("fingerprint") == fp:
+        if marker.get("status") == "skipped":
+            return "skipped", acct.get("skip_reason") or ""
+        return ("cached", "up to date from an earlier run") if rec.get("cached") else ("done", "")
+    if live:
+        if live["state"] == "PENDING":
+            never = live["reason"] == NEVER_SATISFIED
+            return ("never-run" if never else "pending"), live["reason"]
+        return ("running" if live["state"] in RUNNING_STATES else "pending"), live["state"]
+    if sacct and sacct.get("state"):
+        if sacct["state"] in FAILED_STATES:
+            return "failed", f"sacct {sacct['state']}"
+        if sacct["state"] in RUNNING_STATES or sacct["state"] == "PENDING":
+            return ("running" if sacct["state"] != "PENDING" else "pending"), f"sacct {sacct['state']}"
+    if acct.get("status") == "failed" or rec.get("state") == "failed":
+        return "failed", acct.get("error") or "the stage's process failed"
+    if rec.get("state") == "never-run":
+        return "never-run", "an upstream stage failed"
+    if marker:
+        return "stale", "finished with an older config or code; will rerun"
+    return ("not-submitted", "") if not rec else ("failed", "the job ended without finishing the stage")
+
+
+def reconcile(exp: Experiment) -> list[str]:
+    """Cancel jobs stuck on DependencyNeverSatisfied; say which upstream failed and where its log is."""
+    rows = {r["stage"]: r for r in stage_states(exp)}
+    messages = []
+    for name, row in rows.items():
+        if row["state"] != "never-run" or row["reason"] != NEVER_SATISFIED or not row["job_id"]:
+            continue
+        subprocess.run(["scancel", row["job_id"]], check=False)
+        culprit = _failed_upstream(exp, rows, name)
+        where = (f"upstream stage {culprit['stage']!r} failed (job {culprit['job_id']}, log: {culprit['log']})"
+                 if culprit else "an upstream stage did not succeed")
+        messages.append(f"cancelled {name} (job {row['job_id']}): {where}")
+    return messages
+
+
+def _failed_upstream(exp: Experiment, rows: dict, name: str) -> dict | None:
+    for dep in exp.stages[name].needs:
+        if rows[dep]["state"] == "failed":
+            return rows[dep]
+        found = _failed_upstream(exp, rows, dep)
+        if found:
+            return found
+    return None

@@ -1,0 +1,87 @@
+"""`submit`: plan which stages run, submit them in topological order with afterok chains."""
+from __future__ import annotations
+
+from . import state
+from .accounting import query_squeue
+from .config import Experiment
+from .dag import select
+from .executors import Executor
+
+
+def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> list[dict]:
+    """Decide per stage: submit, cached (done, fingerprint matches) or queued (same job still live)."""
+    fps = state.fingerprints(exp)
+    rows, rerun = [], set()
+    for name in select(exp.stages, targets):
+        stage_dir = exp.stage_dir(name)
+        rec = state.job_record(stage_dir)
+        upstream = [d for d in exp.stages[name].needs if d in rerun]
+        if force:
+            action, why = "submit", "--force"
+        elif upstream:
+            action, why = "submit", f"upstream {upstream[0]!r} reruns"
+        elif state.is_done(stage_dir, fps[name]):
+            action, why = "cached", state.explain(stage_dir, fps[name])
+        elif rec.get("fingerprint") == fps[name] and str(rec.get("job_id")) in live_jobs:
+            action, why = "queued", f"job {rec['job_id']} with this fingerprint is still {live_jobs[str(rec['job_id'])]['state']}"
+        else:
+            action, why = "submit", state.explain(stage_dir, fps[name])
+        if action != "cached":
+            rerun.add(name)
+        rows.append({"stage": name, "action": action, "why": why, "fingerprint": fps[name],
+                     "job_id": rec.get("job_id") if action == "queued" else None})
+    return rows
+
+
+def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool = False,
+           dry_run: bool = False, explain: bool = False) -> int:
+    """Submit what the plan says; return an exit code (non-zero when a local stage failed)."""
+    with state.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}"):
+        live = query_squeue(_recorded_job_ids(exp)) if executor.name == "slurm" else {}
+        rows = plan(exp, targets, force, live)
+        if explain:
+            for r in rows:
+                print(f"{r['stage']:<16} {r['action']:<7} {r['why']}")
+        job_of: dict[str, str] = {r["stage"]: str(r["job_id"]) for r in rows if r["action"] == "queued"}
+        for r in rows:
+            if r["action"] != "submit":
+                if r["action"] == "cached" and not dry_run:
+                    _mark_cached(exp, r["stage"])
+                continue
+            after = [job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of]
+            if dry_run:
+                job_of[r["stage"]] = f"<job of {r['stage']}>"
+                print(f"----- {r['stage']}: {executor.name} submission -----\n{executor.script(exp, r['stage'], after)}")
+                continue
+            state.clear_success(exp.stage_dir(r["stage"]))
+            sub = executor.submit(exp, r["stage"], after)
+            job_of[r["stage"]] = sub.job_id
+            r.update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
+            state.write_job_record(exp.stage_dir(r["stage"]), {
+                "job_id": sub.job_id, "executor": executor.name, "log": str(sub.log),
+                "fingerprint": r["fingerprint"], "state": sub.state, "after": after, "cached": False})
+        print_table(exp, rows, dry_run)
+    return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
+
+
+def _mark_cached(exp: Experiment, stage: str) -> None:
+    rec = state.job_record(exp.stage_dir(stage))
+    state.write_job_record(exp.stage_dir(stage), {**rec, "cached": True})
+
+
+def _recorded_job_ids(exp: Experiment) -> list[str]:
+    return [str(state.job_record(exp.stage_dir(n)).get("job_id")) for n in exp.stages]
+
+
+def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
+    header = ("stage", "action", "job id", "partition", "gpus", "time", "log")
+    lines = [header]
+    for r in rows:
+        res = exp.stages[r["stage"]].resources
+        action = r.get("state") if r.get("state") in ("done", "failed", "never-run") else r["action"]
+        lines.append((r["stage"], ("dry-run " if dry_run and r["action"] == "submit" else "") + action,
+                      str(r.get("job_id") or "-"), res.partition or "(default)", str(res.gpus), res.time,
+                      r.get("log") or "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())

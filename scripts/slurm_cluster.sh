@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Bring a real single-node SLURM cluster with accounting up or down on this machine.
+# Usage: scripts/slurm_cluster.sh up|down|status
+# Recipe: shared/GUIDE.md section 3 (munge, MariaDB, slurmdbd, slurmctld, slurmd; Debian 12).
+# Idempotent: packages already installed, daemons already running and stale pid files are fine.
+set -euo pipefail
+
+CLUSTER=${SLURM_CLUSTER_NAME:-devcluster}
+PARTITION=${SLURM_PARTITION:-debug}
+CONF_DIR=/etc/slurm
+DB_USER=slurm
+DB_PASS=slurmdbpass
+PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+
+log() { echo "[slurm-cluster] $*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then log "must run as root (it installs packages and starts daemons)"; exit 2; fi
+}
+
+install_packages() {
+  local missing=""
+  for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  [ -z "$missing" ] && return 0
+  log "installing:$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
+write_configs() {
+  local host mem
+  host=$(hostname -s)
+  # Leave 1 GiB to the OS; SLURM refuses jobs asking more than RealMemory.
+  mem=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 1024 ))
+  mkdir -p "$CONF_DIR" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm
+  cat > "$CONF_DIR/slurm.conf" <<CONF
+ClusterName=$CLUSTER
+SlurmctldHost=$host
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SlurmUser=root
+SlurmdUser=root
+ReturnToService=2
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurm/slurmctld.pid
+SlurmdPidFile=/run/slurm/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=5
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobCompType=jobcomp/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_min_interval=100000
+MinJobAge=600
+KillWait=10
+InactiveLimit=0
+NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+  cat > "$CONF_DIR/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+PidFile=/run/slurm/slurmdbd.pid
+LogFile=/var/log/slurm/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=$DB_USER
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+CONF
+  chmod 600 "$CONF_DIR/slurmdbd.conf"
+}
+
+running() { pgrep -x "$1" >/dev/null 2>&1; }
+
+wait_for() {  # wait_for <description> <command...>
+  local what=$1; shift
+  for _ in $(seq 1 60); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  log "timed out waiting for $what"; return 1
+}
+
+start_munge() {
+  running munged && return 0
+  [ -f /etc/munge/munge.key ] || mungekey --create >/dev/null 2>&1 || /usr/sbin/create-munge-key -f
+  mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
+  rm -f /run/munge/munged.pid
+  munged --force
+  wait_for munge munge -n
+}
+
+start_mariadb() {
+  if ! running mariadbd && ! running mysqld; then
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+    rm -f /run/mysqld/mysqld.pid /run/mysqld/mysqld.sock
+    (mysqld_safe >/dev/null 2>&1 &)
+  fi
+  wait_for mariadb mysqladmin ping
+  mysql -u root <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL ON slurm_acct_db.* TO '$DB_USER'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+}
+
+start_slurm() {
+  if ! running slurmdbd; then rm -f /run/slurm/slurmdbd.pid; slurmdbd; fi
+  wait_for slurmdbd sacctmgr -n list cluster
+  sacctmgr -n list cluster format=Cluster | grep -qw "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+  if ! running slurmctld; then rm -f /run/slurm/slurmctld.pid; slurmctld; fi
+  wait_for slurmctld scontrol ping
+  if ! running slurmd; then rm -f /run/slurm/slurmd.pid; slurmd; fi
+  # A node that was down when slurmctld last saw it needs a nudge back to service.
+  wait_for "node registration" sh -c "sinfo -h -N -o %T | grep -Eq 'idle|mixed|alloc'" \
+    || { scontrol update nodename="$(hostname -s)" state=resume; wait_for node sh -c "sinfo -h -N -o %T | grep -Eq 'idle|mixed|alloc'"; }
+}
+
+cmd_up() {
+  need_root
+  install_packages
+  write_configs
+  start_munge
+  start_mariadb
+  start_slurm
+  log "up: cluster $CLUSTER, partition $PARTITION, node $(hostname -s) ($(nproc) CPUs)"
+}
+
+cmd_down() {
+  need_root
+  for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
+  mysqladmin shutdown 2>/dev/null || true
+  pkill -x munged 2>/dev/null || true
+  log "down"
+}
+
+cmd_status() {
+  local rc=0
+  for d in munged slurmdbd slurmctld slurmd; do
+    if running "$d"; then echo "$d: running"; else echo "$d: stopped"; rc=1; fi
+  done
+  if running mariadbd || running mysqld; then echo "mariadb: running"; else echo "mariadb: stopped"; rc=1; fi
+  scontrol ping 2>/dev/null | head -n1 || rc=1
+  sinfo 2>/dev/null || true
+  return $rc
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
