@@ -25,7 +25,8 @@ def cmd_submit(args) -> int:
     from .submit import submit
     exp = _load(args)  # validate everything before anything is submitted
     executor = make_executor(args.executor, dry_run=args.dry_run)
-    return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain)
+    return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain,
+                  wait=args.wait)
 
 
 def cmd_run(args) -> int:
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and job scripts; submit nothing")
     p.add_argument("--force", action="store_true", help="rerun stages that are already done")
     p.add_argument("--explain", action="store_true", help="say why each stage will or will not run")
+    p.add_argument("--wait", action="store_true", help="SLURM: stay until the jobs end, then print states "
+                   "and refresh the report (default: return at once)")
     p.set_defaults(fn=cmd_submit)
 
     p = common(sub.add_parser("run", help="run stages in this process (what jobs execute)"))

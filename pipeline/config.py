@@ -127,10 +127,10 @@ def load(config_path: str | Path, overrides: list[str] = (), root: Path | None =
         raise ConfigError("", f"config file not found: {path}")
     merged = _deep_merge(_read_yaml(defaults_path(path)), _read_yaml(path))
     merged.setdefault("name", path.stem)
-    for item in overrides:
-        _apply_override(merged, item)
-    _absolutize_paths(merged, root or Path.cwd())
     try:
+        for item in overrides:
+            _apply_override(merged, item)
+        _absolutize_paths(merged, root or Path.cwd())
         return from_raw(merged, str(path))
     except ConfigError as err:
         raise err.with_source(_describe_source(path, overrides, err.key)) from None

@@ -1,6 +1,8 @@
 """`submit`: plan which stages run, submit them in topological order with afterok chains."""
 from __future__ import annotations
 
+import time
+
 from . import state
 from .accounting import query_squeue
 from .config import Experiment
@@ -34,8 +36,11 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
 
 
 def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool = False,
-           dry_run: bool = False, explain: bool = False) -> int:
-    """Submit what the plan says; return an exit code (non-zero when a local stage failed)."""
+           dry_run: bool = False, explain: bool = False, wait: bool = False) -> int:
+    """Submit what the plan says; return an exit code (non-zero when a stage failed).
+
+    SLURM submissions return at once unless `wait`; local runs are finished when this returns.
+    """
     with state.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}"):
         live = query_squeue(_recorded_job_ids(exp)) if executor.name == "slurm" else {}
         rows = plan(exp, targets, force, live)
@@ -61,7 +66,38 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
                 "job_id": sub.job_id, "executor": executor.name, "log": str(sub.log),
                 "fingerprint": r["fingerprint"], "state": sub.state, "after": after, "cached": False})
         print_table(exp, rows, dry_run)
+    if dry_run:
+        return 0
+    if wait and executor.name == "slurm":
+        return _wait_and_summarise(exp, [r["job_id"] for r in rows if r.get("job_id")])
+    if executor.name == "local":
+        _refresh_report(exp)
     return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
+
+
+def _wait_and_summarise(exp: Experiment, job_ids: list[str], poll_s: float = 3.0) -> int:
+    """Poll squeue until none of the jobs is queued or running, then print the states."""
+    from .status import NEVER_SATISFIED, stage_states
+    print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
+    while True:
+        live = query_squeue(job_ids)
+        if not live or all(j["reason"] == NEVER_SATISFIED for j in live.values()):
+            break
+        time.sleep(poll_s)
+    _refresh_report(exp)
+    rows = stage_states(exp)
+    for r in rows:
+        print(f"{r['stage']:<16} {r['state']:<10} {r['job_id'] or '-':<8} {r['log'] or ''}")
+    return 0 if all(r["state"] in ("done", "cached", "skipped") for r in rows) else 1
+
+
+def _refresh_report(exp: Experiment) -> None:
+    """Rewrite efficiency.csv/report.md once every job ended, so the report stage's own row
+    and the final sacct states are in (the report stage cannot see its own job end)."""
+    if any(s.kind == "report" for s in exp.stages.values()):
+        from .report import write_report
+        csv_path, md_path = write_report(exp.results_dir.parent, [exp.name])
+        print(f"[pipeline] report: {md_path} ; accounting: {csv_path}")
 
 
 def _mark_cached(exp: Experiment, stage: str) -> None:

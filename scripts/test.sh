@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up, start the local SLURM cluster when possible (root + apt), run the test suite.
+# With CI=true the SLURM tests must run: a cluster that cannot start fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! bash scripts/slurm_cluster.sh up; then
+    if [ "${CI:-}" = true ]; then echo "SLURM cluster failed to start; CI needs it" >&2; exit 1; fi
+    echo "SLURM cluster failed to start: the SLURM tests will be skipped" >&2
+  fi
+fi
+exec .venv/bin/python -m pytest -q -ra "$@"
