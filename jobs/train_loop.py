@@ -183,9 +183,6 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
         run["history"].append({"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
                                "val_loss": val["loss"], "val_acc": val["acc"], "lr": sched.get_last_lr()[0],
                                "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
-        ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
-                     "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
-                     100 * val["acc"], sched.get_last_lr()[0], train["img_per_s"])
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
             _save(ctx.out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch, "val_acc": val["acc"],
@@ -194,6 +191,10 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
         stop = p.patience and epoch - run["best_epoch"] >= p.patience
         run["early_stop_epoch"] = epoch if stop else None
         _save(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
+        # Logged after the checkpoint is on disk: a job killed after this line resumes after this epoch.
+        ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
+                     "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
+                     100 * val["acc"], sched.get_last_lr()[0], train["img_per_s"])
         if stop:
             ctx.log.info("early stop at epoch %d: no better val acc for %d epochs", epoch, p.patience)
             break

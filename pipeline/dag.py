@@ -62,6 +62,11 @@ def select(stages: Mapping[str, HasNeeds], targets: Sequence[str]) -> list[str]:
     return [s for s in topological_order(stages) if s in wanted]
 
 
+def forced(stages: Mapping[str, HasNeeds], targets: Sequence[str]) -> set[str]:
+    """What --force reruns: the named stages (every stage for `all`), not what they need."""
+    return set(stages) if not targets or "all" in targets else set(targets)
+
+
 def downstream(stages: Mapping[str, HasNeeds], name: str) -> list[str]:
     """Every stage that needs `name`, directly or not, in topological order."""
     hit = {name}

@@ -15,7 +15,7 @@ import yaml
 
 from . import registry, state
 from .config import REPO_ROOT, Experiment
-from .dag import select
+from .dag import forced, select
 from .registry import StageContext
 
 # Metrics a stage returns that become efficiency.csv columns of the same name.
@@ -78,9 +78,10 @@ def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int
     fps = state.fingerprints(exp)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("PIPELINE_JOB_ID")
     rerun: set[str] = set()
+    forced_stages = forced(exp.stages, targets) if force else set()
     for name in select(exp.stages, targets):
         upstream_rerun = any(d in rerun for d in exp.stages[name].needs)
-        if state.is_done(exp.stage_dir(name), fps[name]) and not force and not upstream_rerun:
+        if state.is_done(exp.stage_dir(name), fps[name]) and name not in forced_stages and not upstream_rerun:
             print(f"[pipeline] {name}: up to date, skipped", flush=True)
             continue
         rerun.add(name)

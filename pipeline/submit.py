@@ -6,7 +6,7 @@ import time
 from . import state
 from .accounting import query_squeue
 from .config import Experiment
-from .dag import select
+from .dag import forced, select
 from .executors import Executor
 
 
@@ -14,11 +14,12 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
     """Decide per stage: submit, cached (done, fingerprint matches) or queued (same job still live)."""
     fps = state.fingerprints(exp)
     rows, rerun = [], set()
+    forced_stages = forced(exp.stages, targets) if force else set()
     for name in select(exp.stages, targets):
         stage_dir = exp.stage_dir(name)
         rec = state.job_record(stage_dir)
         upstream = [d for d in exp.stages[name].needs if d in rerun]
-        if force:
+        if name in forced_stages:
             action, why = "submit", "--force"
         elif upstream:
             action, why = "submit", f"upstream {upstream[0]!r} reruns"
