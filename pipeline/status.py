@@ -59,12 +59,24 @@ def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
     return ("not-submitted", "") if not rec else ("failed", "the job ended without finishing the stage")
 
 
+def stuck_or_done(live: dict[str, dict]) -> bool:
+    """True when none of these live jobs can still run: all wait on dependencies and one of them
+    can never be satisfied (its dependents further down only say `Dependency`)."""
+    waiting = [j for j in live.values() if j["state"] == "PENDING" and j["reason"].startswith("Dependency")]
+    return not live or (len(waiting) == len(live) and any(j["reason"] == NEVER_SATISFIED for j in waiting))
+
+
 def reconcile(exp: Experiment) -> list[str]:
-    """Cancel jobs stuck on DependencyNeverSatisfied; say which upstream failed and where its log is."""
+    """Cancel jobs that wait behind a failed stage; say which upstream failed and where its log is.
+
+    SLURM marks the direct dependents DependencyNeverSatisfied; jobs further down keep the plain
+    `Dependency` reason, so every queued job of a never-run stage is cancelled.
+    """
     rows = {r["stage"]: r for r in stage_states(exp)}
+    queued = query_squeue([r["job_id"] for r in rows.values() if r["job_id"]])
     messages = []
     for name, row in rows.items():
-        if row["state"] != "never-run" or row["reason"] != NEVER_SATISFIED or not row["job_id"]:
+        if row["state"] != "never-run" or row["job_id"] not in queued:
             continue
         subprocess.run(["scancel", row["job_id"]], check=False)
         culprit = _failed_upstream(exp, rows, name)

@@ -78,12 +78,9 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
 
 def _wait_and_summarise(exp: Experiment, job_ids: list[str], poll_s: float = 3.0) -> int:
     """Poll squeue until none of the jobs is queued or running, then print the states."""
-    from .status import NEVER_SATISFIED, stage_states
+    from .status import stage_states, stuck_or_done
     print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
-    while True:
-        live = query_squeue(job_ids)
-        if not live or all(j["reason"] == NEVER_SATISFIED for j in live.values()):
-            break
+    while not stuck_or_done(query_squeue(job_ids)):
         time.sleep(poll_s)
     _refresh_report(exp)
     rows = stage_states(exp)

@@ -54,16 +54,16 @@ def slurm():
 
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 300, allow_stuck: bool = False) -> None:
-    """Until none of the jobs is in squeue (or only ones stuck on a never-satisfied dependency)."""
+    """Until none of the jobs is in squeue (or, with allow_stuck, all wait behind a failed one)."""
+    from pipeline.accounting import query_squeue
+    from pipeline.status import stuck_or_done
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run(["squeue", "-h", "-o", "%i|%r"], capture_output=True, text=True).stdout
-        live = {line.split("|")[0]: line.split("|")[1] for line in out.splitlines() if line}
-        mine = {j: r for j, r in live.items() if j in job_ids}
-        if not mine or (allow_stuck and all(r == "DependencyNeverSatisfied" for r in mine.values())):
+        live = query_squeue(job_ids)
+        if not live or (allow_stuck and stuck_or_done(live)):
             return
         time.sleep(1)
-    raise AssertionError(f"jobs still queued after {timeout}s: {mine}")
+    raise AssertionError(f"jobs still queued after {timeout}s: {live}")
 
 
 def job_ids_from_table(stdout: str) -> dict[str, str]:

@@ -1,0 +1,154 @@
+"""End to end on the real local SLURM cluster (scripts/slurm_cluster.sh): submit, afterok chains,
+sacct accounting, failures and reconcile, the rendered whole-DAG sbatch file."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli, job_ids_from_table, sets, status_json, wait_for_jobs
+
+pytestmark = pytest.mark.slurm
+CONFIG = "configs/quickstart.yaml"
+STAGES = ["download", "preprocess", "train", "evaluate", "report"]
+
+
+def sacct_rows(job_ids) -> dict[str, dict]:
+    out = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "-j", ",".join(job_ids),
+                          "-o", "JobID,State,Start,End,JobName"], capture_output=True, text=True, check=True).stdout
+    return {r[0]: {"state": r[1], "start": r[2], "end": r[3], "name": r[4]}
+            for r in (line.split("|") for line in out.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm-quickstart")
+    overrides = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
+    proc = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides))
+    ids = job_ids_from_table(proc.stdout)
+    # Right after submit the last job still waits on evaluate: the chain is in the controller.
+    show = subprocess.run(["scontrol", "show", "job", ids["report"]], capture_output=True, text=True).stdout
+    wait_for_jobs(list(ids.values()), timeout=400)
+    return {"root": root, "overrides": overrides, "ids": ids, "stdout": proc.stdout, "scontrol": show}
+
+
+def test_submit_returns_at_once_with_afterok_chain(slurm_run):
+    ids = slurm_run["ids"]
+    assert list(ids) == STAGES
+    assert re.search(rf"Dependency=afterok:{ids['evaluate']}\(", slurm_run["scontrol"]) or \
+        "Dependency=(null)" in slurm_run["scontrol"]
+    for stage, upstream in [("preprocess", "download"), ("train", "preprocess"), ("report", "evaluate")]:
+        script = Path(slurm_run["root"], "logs", "quickstart", stage, f"{ids[stage]}_submission.sh").read_text()
+        assert f"#SBATCH --dependency=afterok:{ids[upstream]}" in script
+    assert "#SBATCH --dependency" not in Path(slurm_run["root"], "logs", "quickstart", "download",
+                                              f"{ids['download']}_submission.sh").read_text()
+    rows = sacct_rows(list(ids.values()))
+    assert all(rows[ids[s]]["state"] == "COMPLETED" for s in STAGES)
+    for stage, upstream in [("preprocess", "download"), ("train", "preprocess"), ("evaluate", "train")]:
+        assert rows[ids[stage]]["start"] >= rows[ids[upstream]]["end"]
+
+
+def test_status_json_all_done(slurm_run):
+    states = status_json(CONFIG, slurm_run["overrides"])
+    assert [states[s]["state"] for s in STAGES] == ["done"] * 5
+    assert all(states[s]["job_id"] == slurm_run["ids"][s] for s in STAGES)
+    assert all(Path(states[s]["log"]).exists() for s in STAGES)
+
+
+def test_efficiency_csv_has_sacct_columns(slurm_run):
+    cli("report", "-c", CONFIG, *sets(slurm_run["overrides"]))
+    with open(slurm_run["root"] / "results" / "efficiency.csv") as f:
+        rows = {r["stage"]: r for r in csv.DictReader(f)}
+    assert list(rows) == STAGES
+    for stage, row in rows.items():
+        assert row["sacct_state"] == "COMPLETED" and float(row["sacct_elapsed_s"]) >= 0
+        assert row["job_id"] == slurm_run["ids"][stage] and row["partition"] == "debug"
+        assert row["sacct_totalcpu_s"] != ""
+    assert float(rows["evaluate"]["test_acc"]) >= 0.95
+    assert float(rows["train"]["sacct_elapsed_s"]) >= float(rows["train"]["wall_s"]) - 1
+
+
+def test_second_submit_submits_nothing(slurm_run):
+    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    proc = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(slurm_run["overrides"]))
+    assert job_ids_from_table(proc.stdout) == {}
+    assert proc.stdout.count("cached") == 5
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+
+
+FAILING = """
+name: breaks
+resources: {time: "00:05:00", cpus_per_task: 1, mem: 500M}
+stages:
+  fine:
+    kind: command
+    argv: [python, -c, "print('ok')"]
+  boom:
+    kind: command
+    needs: [fine]
+    argv: [python, -c, "import sys; print('failing on purpose'); sys.exit(3)"]
+  after:
+    kind: command
+    needs: [boom]
+    argv: [python, -c, "print('never')"]
+  last:
+    kind: command
+    needs: [after, fine]
+    argv: [python, -c, "print('never either')"]
+"""
+
+
+def test_failed_stage_leaves_dependents_never_run_and_reconcile_cancels(slurm, tmp_path):
+    config = tmp_path / "breaks.yaml"
+    config.write_text(FAILING)
+    overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
+    ids = job_ids_from_table(cli("submit", "all", "-c", str(config), "--executor", "slurm", *overrides).stdout)
+    wait_for_jobs(list(ids.values()), timeout=120, allow_stuck=True)
+    proc = cli("status", "-c", str(config), *overrides, check=False)
+    assert proc.returncode == 1
+    states = status_json(str(config), [o for o in overrides if o != "--set"])
+    assert states["fine"]["state"] == "done" and states["boom"]["state"] == "failed"
+    assert states["after"]["state"] == "never-run" and states["last"]["state"] == "never-run"
+    assert "failing on purpose" in Path(states["boom"]["log"]).read_text()
+    assert re.search(r"boom\s+failed\s+" + ids["boom"], proc.stdout)
+    out = cli("reconcile", "-c", str(config), *overrides).stdout
+    assert f"cancelled after (job {ids['after']}): upstream stage 'boom' failed (job {ids['boom']}, log: " \
+           f"{states['boom']['log']})" in out
+    assert f"cancelled last (job {ids['last']})" in out
+    wait_for_jobs([ids["after"], ids["last"]], timeout=30)
+    rows = sacct_rows([ids["after"], ids["last"]])
+    assert {r["state"].split()[0] for r in rows.values()} == {"CANCELLED"}
+    assert "nothing to reconcile" in cli("reconcile", "-c", str(config), *overrides).stdout
+
+
+def test_committed_sbatch_runs_whole_dag_in_one_job(slurm, tmp_path):
+    """`sbatch sbatch/quickstart.sbatch` from a checkout: every stage in one allocation."""
+    for name in ("configs", "pipeline", "jobs", "sbatch", ".venv"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / "logs").mkdir()
+    proc = subprocess.run(["sbatch", "--parsable", "--wait", "sbatch/quickstart.sbatch"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=400)
+    job = proc.stdout.strip().split(";")[0]
+    log = (tmp_path / "logs" / f"quickstart-{job}.out").read_text()
+    assert proc.returncode == 0, log
+    results = tmp_path / "results" / "quickstart"
+    assert all((results / s / "_SUCCESS").exists() for s in STAGES)
+    assert {json.loads((results / s / "_SUCCESS").read_text())["job_id"] for s in STAGES} == {job}
+    assert json.loads((results / "evaluate" / "metrics.json").read_text())["test_acc"] >= 0.95
+    assert "Epoch 1/15 | Train Loss:" in log
+    assert sacct_rows([job])[job]["state"] == "COMPLETED"
+
+
+def test_every_committed_sbatch_passes_test_only(slurm):
+    partition = os.environ.get("SLURM_TEST_PARTITION", "debug")
+    files = sorted((REPO / "sbatch").glob("*.sbatch"))
+    assert files
+    for path in files:
+        proc = subprocess.run(["sbatch", "--test-only", "-p", partition, str(path)], cwd=REPO,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and "to start at" in proc.stderr, (path, proc.stderr)
