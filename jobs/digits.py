@@ -49,7 +49,7 @@ class DigitsPreprocessParams:
 def preprocess(p: DigitsPreprocessParams, ctx: StageContext) -> dict:
     """Seeded, stratified train/val/test split; arrays + class counts into the stage folder."""
     folder = ctx.data_dir / SUBDIR
-    verify_manifest(folder, producer="download")
+    verify_manifest(folder, producer=" / ".join(ctx.upstream) or "download")
     images, labels = np.load(folder / "images.npy"), np.load(folder / "labels.npy")
     fractions = {"train": 1 - p.val_fraction - p.test_fraction, "val": p.val_fraction, "test": p.test_fraction}
     split = stratified_split(labels, fractions, ctx.seed)

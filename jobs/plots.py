@@ -15,17 +15,17 @@ def _plt():
     return plt
 
 
-def plot_history(history: list[dict], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train vs val."""
+def plot_history(history: list[dict], path: Path, title: str, x: str = "epoch", held_out: str = "val") -> None:
+    """Loss and accuracy per epoch (or step), train vs the held-out split."""
     plt = _plt()
-    epochs = [h["epoch"] for h in history]
+    xs = [h[x] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
-    ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h["val_acc"] for h in history], "o-", label="val")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{title}: accuracy")
+    ax_loss.plot(xs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(xs, [h[f"{held_out}_loss"] for h in history], "o-", label=held_out)
+    ax_acc.plot(xs, [100 * h["train_acc"] for h in history], "o-", label="train")
+    ax_acc.plot(xs, [100 * h[f"{held_out}_acc"] for h in history], "o-", label=held_out)
+    ax_loss.set(xlabel=x, ylabel="loss", title=f"{title}: loss")
+    ax_acc.set(xlabel=x, ylabel="accuracy (%)", title=f"{title}: accuracy")
     for ax in (ax_loss, ax_acc):
         ax.legend()
         ax.grid(alpha=0.3)
