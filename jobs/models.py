@@ -23,10 +23,39 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+MODELS = ("small_cnn", "resnet18")
+
+
 def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
+    """A freshly initialised model; pretrained weights are loaded by the caller."""
     if name == "small_cnn":
         return SmallCNN(num_classes, image_size=image_size)
-    raise ValueError(f"unknown model {name!r}; valid choices: small_cnn")
+    if name == "resnet18":
+        from torchvision.models import resnet18
+        model = resnet18(weights=None)
+        model.fc = nn.Linear(model.fc.in_features, num_classes)      # 512 -> classes
+        return model
+    raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
+
+
+# Which parameters each fine-tuning regime trains (ResNet names: layer1..layer4, fc).
+REGIMES = {"linear_probe": ("fc",), "partial": ("layer4", "fc"), "full": None}
+
+
+def set_trainable(model: nn.Module, regime: str) -> None:
+    """Freeze everything outside the regime's modules; None means train all."""
+    prefixes = REGIMES[regime]
+    for name, param in model.named_parameters():
+        param.requires_grad = prefixes is None or name.split(".")[0] in prefixes
+
+
+def load_backbone(model: nn.Module, state: dict) -> list[str]:
+    """Load ImageNet weights except the classifier head (a different number of classes)."""
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("fc.") for k in missing):
+        raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return missing
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

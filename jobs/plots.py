@@ -33,7 +33,9 @@ def plot_history(history: list[dict], path: Path, title: str, x: str = "epoch", 
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    """Row-normalised confusion matrix; cell counts printed when the matrix is small."""
+    """Small label sets: the full matrix. Many (EMNIST's 62): a reduced, readable view."""
+    if len(classes) > 20:
+        return plot_confusion_reduced(cm, classes, path, title)
     plt = _plt()
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(4.0, 0.35 * len(classes))
@@ -49,6 +51,41 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    _save(fig, path)
+
+
+def char_group(name: str) -> str:
+    return "digit" if name.isdigit() else "upper" if name.isupper() else "lower" if name.islower() else "other"
+
+
+def plot_confusion_reduced(cm: np.ndarray, classes: list[str], path: Path, title: str, top: int = 15) -> None:
+    """Left: confusions between digits / upper / lower case blocks. Right: the most-confused pairs."""
+    plt = _plt()
+    groups = [char_group(c) for c in classes]
+    names = [g for g in ("digit", "upper", "lower", "other") if g in groups]
+    block = np.zeros((len(names), len(names)))
+    for i, gi in enumerate(groups):
+        for j, gj in enumerate(groups):
+            block[names.index(gi), names.index(gj)] += cm[i, j]
+    block_norm = block / np.maximum(block.sum(1, keepdims=True), 1)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:top]
+    pairs = [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j]]
+    fig, (ax_block, ax_pairs) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    ax_block.imshow(block_norm, cmap="Blues", vmin=0, vmax=1)
+    ax_block.set_xticks(range(len(names)), names)
+    ax_block.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax_block.text(j, i, f"{100 * block_norm[i, j]:.1f}%", ha="center", va="center", fontsize=9,
+                          color="white" if block_norm[i, j] > 0.5 else "black")
+    ax_block.set(xlabel="predicted", ylabel="true", title="share of each true block")
+    labels = [f"{t!r} -> {p!r}" for t, p, _ in pairs][::-1]
+    ax_pairs.barh(range(len(pairs)), [n for _, _, n in pairs][::-1], color="tab:red")
+    ax_pairs.set_yticks(range(len(pairs)), labels, fontsize=8)
+    ax_pairs.set(xlabel="test images", title=f"{len(pairs)} most-confused pairs (true -> predicted)")
+    fig.suptitle(title)
     _save(fig, path)
 
 

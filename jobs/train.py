@@ -15,11 +15,6 @@ class ClassifierTrainParams(TrainParams):
     data_stage: str = "preprocess"
 
 
-def grey_prepare(x, training: bool):
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [-1, 1], on whatever device x is on."""
-    return x.float().div_(127.5).sub_(1.0).unsqueeze(1)
-
-
 @register("train_classifier", ClassifierTrainParams)
 def run(p: ClassifierTrainParams, ctx: StageContext) -> dict:
     import torch
@@ -28,6 +23,7 @@ def run(p: ClassifierTrainParams, ctx: StageContext) -> dict:
     from .models import build_model, count_params
     from .plots import plot_history
     from .train_loop import environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from .vision import grey_batch
 
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())
@@ -38,7 +34,7 @@ def run(p: ClassifierTrainParams, ctx: StageContext) -> dict:
     model = build_model(p.model, len(classes), image_size)
     trainable, total = count_params(model)
     meta = {"model": p.model, "num_classes": len(classes), "image_size": image_size, "classes": classes}
-    run_state = fit(model, data, grey_prepare, p, ctx, meta=meta)
+    run_state = fit(model, data, grey_batch, p, ctx, meta=meta)
     history = run_state["history"]
     atomic_write_json(ctx.out_dir / "history.json", history)
     plot_history(history, ctx.out_dir / "curves.png", f"{ctx.experiment}/{ctx.stage}")

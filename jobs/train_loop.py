@@ -103,9 +103,20 @@ def _autocast(device: torch.device, p: TrainParams):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except BatchNorm layers whose parameters are frozen: their running
+    statistics stay fixed too, so a frozen backbone really is frozen."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(q.requires_grad for q in params):
+                module.eval()
+
+
 def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p: TrainParams,
                     generator, log, epoch: int) -> dict:
-    model.train()
+    train_mode(model)
     loss_fn = nn.CrossEntropyLoss()
     total_loss, correct, seen = 0.0, 0, 0
     steps = math.ceil(len(y) / p.batch_size)
@@ -149,7 +160,7 @@ def evaluate(model, x, y, prepare: Prepare, device, p: TrainParams, batch_size: 
 
 def _to_device(xb, yb, prepare: Prepare, device, p: TrainParams, training: bool):
     inputs = prepare(xb.to(device, non_blocking=True), training)     # (N, C, H, W) float
-    if p.channels_last:
+    if p.channels_last and inputs.dim() == 4:     # images; cached features are (N, D)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs, yb.to(device, non_blocking=True)
 
@@ -185,12 +196,12 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
                                "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
-            _save(ctx.out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch, "val_acc": val["acc"],
+            save_atomic(ctx.out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch, "val_acc": val["acc"],
                                                 "meta": meta or {}})
         run["epoch"] = epoch
         stop = p.patience and epoch - run["best_epoch"] >= p.patience
         run["early_stop_epoch"] = epoch if stop else None
-        _save(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
+        save_atomic(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
         # Logged after the checkpoint is on disk: a job killed after this line resumes after this epoch.
         ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
                      "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
@@ -234,7 +245,7 @@ def _resume(ctx, model, opt, sched, scaler, generator, fresh: dict) -> dict:
     return run
 
 
-def _save(path, obj) -> None:
+def save_atomic(path, obj) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

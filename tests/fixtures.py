@@ -46,3 +46,59 @@ def write_cifar_like(data_dir: Path, n_train: int = 1000, n_test: int = 200, see
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     write_cifar10(Path(data_dir) / "cifar-10-batches-py", x_train, y_train, x_test, y_test, classes)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+# EMNIST ByClass's label order: 10 digits, 26 upper case, 26 lower case letters.
+EMNIST_BYCLASS = [str(d) for d in range(10)] + [chr(c) for c in range(65, 91)] + [chr(c) for c in range(97, 123)]
+L_GLYPH = np.zeros((28, 28), np.uint8)
+L_GLYPH[4:24, 6:10] = 255      # the upright stem of an "L" ...
+L_GLYPH[20:24, 6:22] = 255     # ... and its foot: not symmetric under a transpose
+
+
+def class_glyphs(n_classes: int, seed: int = 0) -> np.ndarray:
+    """One distinct glyph per class: three random strokes on a 28x28 canvas."""
+    rng = np.random.default_rng(seed)
+    glyphs = np.zeros((n_classes, 28, 28), np.float32)
+    for g in glyphs:
+        for _ in range(3):
+            r, c = rng.integers(3, 19, 2)
+            h, w = (rng.integers(2, 5), rng.integers(8, 14)) if rng.random() < 0.5 else (rng.integers(8, 14), rng.integers(2, 5))
+            g[r:r + h, c:c + w] = 255
+    return glyphs
+
+
+def write_emnist(data_dir: Path, split: str = "byclass", per_class_train: int = 12, per_class_test: int = 3,
+                 seed: int = 0) -> dict:
+    """NIST's gzip release layout for one split, images stored transposed as EMNIST does.
+    The first test image of class 0 is an upright "L" (to check the orientation fix)."""
+    classes = EMNIST_BYCLASS
+    glyphs = class_glyphs(len(classes), seed)
+    rng = np.random.default_rng(seed + 1)
+
+    def make(per_class):
+        y = np.repeat(np.arange(len(classes)), per_class)
+        x = np.stack([np.roll(glyphs[c], tuple(rng.integers(-2, 3, 2)), (0, 1)) for c in y])
+        x = np.clip(x + rng.normal(0, 25, x.shape), 0, 255).astype(np.uint8)
+        order = rng.permutation(len(y))
+        return x[order], y[order].astype(np.uint8)
+    x_train, y_train = make(per_class_train)
+    x_test, y_test = make(per_class_test)
+    first0 = int(np.flatnonzero(y_test == 0)[0])
+    x_test[first0] = L_GLYPH
+    folder = Path(data_dir) / "EMNIST" / "gzip"
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = {"train-images-idx3": x_train.transpose(0, 2, 1), "train-labels-idx1": y_train,
+              "test-images-idx3": x_test.transpose(0, 2, 1), "test-labels-idx1": y_test}
+    for part, arr in stored.items():
+        write_idx(folder / f"emnist-{split}-{part}-ubyte.gz", arr)
+    (folder / f"emnist-{split}-mapping.txt").write_text("".join(f"{i} {ord(c)}\n" for i, c in enumerate(classes)))
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "l_index": first0}
+
+
+def write_random_resnet18(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised ResNet-18 checkpoint, standing in for the ImageNet weights."""
+    import torch
+    from torchvision.models import resnet18
+    torch.manual_seed(seed)
+    torch.save(resnet18(weights=None).state_dict(), path)
+    return path

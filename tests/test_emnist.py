@@ -1,0 +1,204 @@
+"""EMNIST pipeline on fixture files in NIST's gzip format, with a random-weights ResNet-18
+checkpoint standing in for the ImageNet weights; the DAG runs on the real local SLURM cluster."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
+from fixtures import EMNIST_BYCLASS, L_GLYPH, write_emnist, write_random_resnet18
+from jobs.emnist import fix_orientation, read_mapping
+
+CONFIG = "configs/emnist.yaml"
+STAGES = ["download", "preprocess", "linear_probe", "unfreeze", "full", "evaluate", "report"]
+FC = 512 * 62 + 62                     # the new head
+LAYER4 = 8_393_728                     # ResNet-18's last residual stage
+BACKBONE = 11_176_512                  # everything but fc
+
+
+def small_overrides(root, weights) -> list[str]:
+    """Fixture paths, CPU, 32 px, few epochs: the config's structure, at test size."""
+    out = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
+    out += [f"stages.download.weights_file={weights}", "resources.gpus=0", "resources.cpus_per_task=2",
+            "resources.mem=3G"]
+    for stage in ("download", "preprocess", "evaluate", "report"):   # these set their own sizes
+        out += [f"stages.{stage}.resources.cpus_per_task=1", f"stages.{stage}.resources.mem=2G"]
+    for stage, epochs in (("linear_probe", 10), ("unfreeze", 3), ("full", 2)):
+        out += [f"stages.{stage}.resolution=32", f"stages.{stage}.epochs={epochs}", f"stages.{stage}.amp=false",
+                f"stages.{stage}.batch_size=64", f"stages.{stage}.log_every=5"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def emnist_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("emnist")
+    for k in ("results", "logs", "data", "cache"):
+        (root / k).mkdir()
+    fixture = write_emnist(root / "data")
+    weights = write_random_resnet18(root / "random_resnet18.pt")
+    return {"root": root, "fixture": fixture, "overrides": small_overrides(root, weights), "weights": weights}
+
+
+@pytest.fixture(scope="module")
+def emnist_run(slurm, emnist_root):
+    proc = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(emnist_root["overrides"]))
+    ids = job_ids_from_table(proc.stdout)
+    assert list(ids) == STAGES
+    wait_for_jobs(list(ids.values()), timeout=500)
+    cli("report", "-c", CONFIG, *sets(emnist_root["overrides"]))
+    return {**emnist_root, "ids": ids, "results": emnist_root["root"] / "results" / "emnist"}
+
+
+def test_orientation_fix_is_a_transpose():
+    stored = L_GLYPH.T[None]                               # how EMNIST keeps glyphs on disk
+    assert np.array_equal(fix_orientation(stored)[0], L_GLYPH)
+    rotated_flipped = np.fliplr(np.rot90(stored[0], k=-1))  # rotate -90 degrees, then flip
+    assert np.array_equal(rotated_flipped, L_GLYPH)
+
+
+def test_mapping_files(tmp_path):
+    (tmp_path / "m.txt").write_text("0 48\n1 49\n2 65\n")
+    assert read_mapping(tmp_path / "m.txt") == ["0", "1", "A"]
+    (tmp_path / "letters.txt").write_text("1 65 97\n2 66 98\n")
+    assert read_mapping(tmp_path / "letters.txt") == ["?", "Aa", "Bb"]
+
+
+def test_dag_completes_on_slurm_with_exact_parameter_counts(emnist_run):
+    states = status_json(CONFIG, emnist_run["overrides"])
+    assert [states[s]["state"] for s in STAGES] == ["done"] * len(STAGES)
+    with open(emnist_run["root"] / "results" / "efficiency.csv") as f:
+        rows = {r["stage"]: r for r in csv.DictReader(f) if r["experiment"] == "emnist"}
+    assert list(rows) == STAGES and {r["sacct_state"] for r in rows.values()} == {"COMPLETED"}
+    assert int(rows["linear_probe"]["trainable_params"]) == FC == 31_806
+    assert int(rows["unfreeze"]["trainable_params"]) == LAYER4 + FC
+    assert int(rows["full"]["trainable_params"]) == BACKBONE + FC
+    assert {int(rows[s]["total_params"]) for s in ("linear_probe", "unfreeze", "full")} == {BACKBONE + FC}
+    train_size = len(np.load(emnist_run["results"] / "preprocess" / "split.npz")["y_train"])
+    assert int(rows["linear_probe"]["samples_per_epoch"]) == train_size
+    assert int(rows["linear_probe"]["total_samples"]) == int(rows["linear_probe"]["epochs"]) * train_size
+    acct = json.loads((emnist_run["results"] / "linear_probe" / "accounting.json").read_text())
+    assert acct["probe_mode"] == "cached_features" and acct["precision"] == "fp32"
+    assert json.loads((emnist_run["results"] / "unfreeze" / "accounting.json").read_text())["probe_mode"] == "full_forward"
+
+
+def test_preprocess_split_orientation_and_counts(emnist_run):
+    fixture = emnist_run["fixture"]
+    with np.load(emnist_run["results"] / "preprocess" / "split.npz") as split:
+        assert np.array_equal(split["x_test"][fixture["l_index"]], L_GLYPH)     # upright after the fix
+        assert np.array_equal(split["x_test"], fixture["x_test"]) and np.array_equal(split["y_test"], fixture["y_test"])
+        assert list(split["classes"]) == EMNIST_BYCLASS
+        n_val, n_train = len(split["y_val"]), len(split["y_train"])
+        assert n_val + n_train == 62 * 12 and np.bincount(split["y_val"], minlength=62).min() >= 1
+        # disjoint: every training image is used exactly once across train and val
+        both = np.concatenate([split["x_train"], split["x_val"]]).reshape(n_train + n_val, -1)
+        assert len(np.unique(both, axis=0)) == 62 * 12
+    with open(emnist_run["results"] / "preprocess" / "class_counts.csv") as f:
+        counts = list(csv.DictReader(f))
+    assert len(counts) == 62 and counts[10]["name"] == "A" and int(counts[10]["test"]) == 3
+
+
+def test_accuracy_and_evaluate_outputs(emnist_run):
+    out = emnist_run["results"] / "evaluate"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_acc"] >= 0.7                        # fixture: 62 glyphs, random-init backbone
+    assert metrics["models"]["linear_probe"]["test_acc"] >= 0.5
+    lines = (out / "confusion_matrix.csv").read_text().splitlines()
+    matrix = np.array([[int(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    assert matrix.shape == (62, 62) and matrix.sum() == 186
+    assert lines[0].split(",")[1:4] == ["0", "1", "2"] and lines[37].startswith("a,")
+    with open(out / "per_class.csv") as f:
+        per_class = list(csv.DictReader(f))
+    assert [r["name"] for r in per_class] == EMNIST_BYCLASS and sum(int(r["support"]) for r in per_class) == 186
+    with open(out / "ablation.csv") as f:
+        ablation = {r["stage"]: r for r in csv.DictReader(f)}
+    assert set(ablation) == {"linear_probe", "unfreeze", "full"}
+    assert float(ablation["linear_probe"]["trainable_params_m"]) == round(FC / 1e6, 4)
+    assert int(ablation["unfreeze"]["epochs_x_samples"]) == 3 * int(ablation["unfreeze"]["samples_per_epoch"])
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    report = (emnist_run["root"] / "results" / "report.md").read_text()
+    assert "Most accurate: `" in report and "emnist/full/curves.png" in report
+
+
+def test_cached_probe_matches_full_forward_probe(emnist_run, tmp_path):
+    """Same data, same seed: features once vs a full forward every epoch give the same head."""
+    results = tmp_path / "results"
+    shutil.copytree(emnist_run["root"] / "results", results)
+    overrides = [o for o in emnist_run["overrides"] if not o.startswith("paths.results")]
+    overrides += [f"paths.results={results}", "stages.linear_probe.cache_features=false"]
+    cli("run", "linear_probe", "-c", CONFIG, *sets(overrides))
+    cached = json.loads((emnist_run["results"] / "linear_probe" / "metrics.json").read_text())
+    full = json.loads((results / "emnist" / "linear_probe" / "metrics.json").read_text())
+    assert full["probe_mode"] == "full_forward"
+    assert abs(cached["val_acc"] - full["val_acc"]) <= 0.005 + 1e-9
+    h_cached = json.loads((emnist_run["results"] / "linear_probe" / "history.json").read_text())
+    h_full = json.loads((results / "emnist" / "linear_probe" / "history.json").read_text())
+    assert [round(h["train_loss"], 3) for h in h_cached] == [round(h["train_loss"], 3) for h in h_full]
+
+
+def test_missing_data_and_bad_weights_name_the_download_stage(emnist_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(emnist_root["root"] / "data", data)
+    overrides = [o for o in emnist_root["overrides"] if not o.startswith(("paths.data", "paths.results"))]
+    overrides += [f"paths.data={data}", f"paths.results={tmp_path / 'results'}"]
+    cli("run", "download", "-c", CONFIG, *sets(overrides))
+    (data / "EMNIST" / "gzip" / "emnist-byclass-test-labels-idx1-ubyte.gz").unlink()
+    proc = cli("run", "preprocess", "-c", CONFIG, *sets(overrides), check=False)
+    assert proc.returncode == 1
+    assert "data file missing" in proc.stderr and "run the `download` stage again" in proc.stderr
+    shutil.copyfile(emnist_root["root"] / "data" / "EMNIST" / "gzip" / "emnist-byclass-test-labels-idx1-ubyte.gz",
+                    data / "EMNIST" / "gzip" / "emnist-byclass-test-labels-idx1-ubyte.gz")
+    weights = next((tmp_path / "results").glob("emnist/download/metrics.json"))
+    staged = json.loads(weights.read_text())["weights_file"]
+    with open(staged, "r+b") as f:                       # flip bytes in the staged checkpoint
+        f.seek(2000)
+        f.write(b"corrupt")
+    proc = cli("run", "linear_probe", "-c", CONFIG, *sets(overrides), check=False)
+    assert proc.returncode == 1
+    assert "data file corrupted (sha256 differs" in proc.stderr and "resnet18" in proc.stderr
+
+
+def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emnist_root, tmp_path):
+    """SLURM signals USR2 before a time limit or on preemption (signal_delay_s): submitit
+    requeues the job and the stage resumes after its last finished epoch, not from 0."""
+    overrides = [o for o in emnist_root["overrides"] if not o.startswith(("paths.results", "paths.logs"))]
+    overrides += [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}",
+                  "stages.linear_probe.cache_features=false", "stages.linear_probe.epochs=25",
+                  "stages.linear_probe.patience=0"]
+    ids = job_ids_from_table(cli("submit", "linear_probe", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout)
+    job = ids["linear_probe"]
+    log = tmp_path / "logs" / "emnist" / "linear_probe" / f"{job}_0_log.out"
+    wait_until(lambda: log.exists() and "Epoch 3/25" in log.read_text(), 240)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    # SLURM holds a requeued job back for a while (BeginTime); let it start now.
+    wait_until(lambda: "requeued" in log.read_text().lower() or "PENDING" in _squeue_state(job), 60)
+    wait_until(lambda: "PENDING" in _squeue_state(job), 60)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=True)
+    wait_for_jobs([job], timeout=300)
+    text = log.read_text()
+    assert "Caught signal SIGUSR2" in text
+    after = text.split("resumed from ")[1]
+    resumed_after = int(after.split("after epoch ")[1].split()[0])
+    assert 3 <= resumed_after < 25
+    assert f"Epoch {resumed_after + 1}/25" in after and "Epoch 1/25" not in after
+    history = json.loads((tmp_path / "results" / "emnist" / "linear_probe" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 26))
+    assert status_json(CONFIG, overrides)["linear_probe"]["state"] == "done"
+
+
+def _squeue_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"condition not met within {timeout}s")
