@@ -57,6 +57,12 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None) -> dict:
         started = time.time()
         try:
             metrics = registry.get(stage.kind).run(stage.params, ctx) or {}
+        except (SystemExit, KeyboardInterrupt) as err:
+            # Preemption/time-limit requeue (submitit exits on USR2) or Ctrl-C: not a failure.
+            record.update(_finish(started), status="interrupted", error=f"{type(err).__name__}: {err}")
+            state.atomic_write_json(out / "accounting.json", {**record, **ctx.accounting})
+            ctx.log.warning("stage %s interrupted (%s); a rerun resumes from its checkpoint", name, type(err).__name__)
+            raise
         except BaseException as err:
             record.update(_finish(started), status="failed", error=f"{type(err).__name__}: {err}")
             state.atomic_write_json(out / "accounting.json", {**record, **ctx.accounting})
