@@ -1,2 +1,4 @@
 """The stages. They know nothing about SLURM: each module registers its kinds with the engine."""
-from . import digits, emnist, evaluate, finetune, scratch_stages, train  # noqa: F401  (registration happens on import)
+# Registration happens on import.
+from . import deploy, deploy_bench, deploy_export, digits, emnist, evaluate  # noqa: F401
+from . import finetune, scratch_stages, tinyimagenet, train  # noqa: F401

@@ -16,7 +16,10 @@ SUMMARY_COLUMNS = ("stage", "kind", "status", "job_id", "device", "wall_s", "thr
 def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
     """One row per stage folder that has an accounting.json, enriched from sacct."""
     exp_dir = results / experiment
-    records = [state.read_json(p) for p in sorted(exp_dir.glob("*/accounting.json"))]
+    records = []
+    for path in sorted(exp_dir.glob("*/accounting.json")):
+        # A stage may add rows of its own (e.g. one per benchmarked variant) beside its record.
+        records += [state.read_json(path)] + (state.read_json(path.parent / "accounting_extra.json", []) or [])
     records = [r for r in records if r]
     sacct, why = query_sacct(str(r.get("job_id") or "") for r in records)
     rows = []
@@ -24,7 +27,7 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
         row = {**rec, **sacct_columns(sacct.get(str(rec.get("job_id") or "")))}
         rows.append({c: row.get(c) for c in COLUMNS})
     order = _stage_order(exp_dir)
-    rows.sort(key=lambda r: order.get(r["stage"], len(order)))
+    rows.sort(key=lambda r: order.get(r["stage"].split(":")[0], len(order)))
     return rows, why
 
 

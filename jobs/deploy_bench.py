@@ -1,0 +1,134 @@
+"""Stage kind `deploy_benchmark`: every deployment variant measured side by side in one run.
+
+fp32 eager, int8 (torch.ao and torchao), ONNX Runtime, TensorRT (its own stage's CUDA-event
+numbers, or `skipped` with the reason): latency p50/p90 at batch 1 and throughput at batch N with
+a fixed thread count and warm-up, size on disk, val top-1 and agreement with fp32.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.registry import StageContext, register
+from pipeline.state import atomic_write_json, atomic_write_text
+
+from .deploy import _need, predict, quantize_model, val_pixels
+
+COLUMNS = ("variant", "status", "latency_b1_p50_ms", "latency_b1_p90_ms", "throughput_per_s", "size_mb",
+           "val_top1", "agreement_with_fp32", "speedup_p50_vs_fp32", "speedup_throughput_vs_fp32", "note")
+
+
+@dataclass
+class BenchParams:
+    head_stage: str = "head"
+    quantize_stage: str = "quantize"
+    export_stage: str = "export_onnx"
+    tensorrt_stage: str = "tensorrt"
+    data_stage: str = "preprocess"
+    threads: int = field(default=2, metadata={"min": 1})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    warmup: int = field(default=3, metadata={"min": 0})
+    iterations: int = field(default=20, metadata={"min": 20, "help": "timed iterations per measurement"})
+    val_limit: int = field(default=0, metadata={"min": 0, "help": "0 = every val image"})
+
+
+def measure(fn, x1, xn, warmup: int, iterations: int) -> dict:
+    """Latency percentiles at batch 1 and throughput at batch N, same function, one run."""
+    for _ in range(warmup):
+        fn(x1)
+        fn(xn)
+    lat = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn(x1)
+        lat.append(1e3 * (time.perf_counter() - start))
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn(xn)
+    throughput = iterations * len(xn) / (time.perf_counter() - start)
+    return {"latency_b1_p50_ms": float(np.percentile(lat, 50)), "latency_b1_p90_ms": float(np.percentile(lat, 90)),
+            "throughput_per_s": throughput}
+
+
+@register("deploy_benchmark", BenchParams)
+def run(p: BenchParams, ctx: StageContext) -> dict:
+    import torch
+
+    from .deploy_export import ort_session
+    from .vit import load_classifier
+    torch.set_num_threads(p.threads)
+    model_path = _need(ctx, p.head_stage) / "model.pt"
+    model, saved = load_classifier(model_path, ctx.cache_dir)
+    x, y = val_pixels(ctx, p.data_stage, saved["meta"]["img_size"], p.val_limit)
+    xn = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]
+    x1 = xn[:1]
+    variants = {"fp32_eager": (model, model_path.stat().st_size)}
+    methods = json.loads((_need(ctx, p.quantize_stage) / "methods.json").read_text())
+    for method, info in methods.items():
+        if info.get("available"):
+            variants[f"int8_{method}"] = (quantize_model(model, method), info["size_mb"] * 2**20)
+    onnx_path = _need(ctx, p.export_stage) / "model.onnx"
+    session = ort_session(onnx_path, p.threads)
+
+    def onnxruntime(batch):
+        return torch.from_numpy(session.run(None, {"pixels": batch.numpy()})[0])
+    variants["onnxruntime"] = (onnxruntime, onnx_path.stat().st_size)
+    rows, ref = [], None
+    with torch.no_grad():
+        for name, (fn, size_bytes) in variants.items():
+            pred = predict(fn, x).argmax(1)
+            ref = pred if ref is None else ref
+            row = {"variant": name, "status": "done", **measure(fn, x1, xn, p.warmup, p.iterations),
+                   "size_mb": size_bytes / 2**20, "val_top1": float((pred == y).float().mean()),
+                   "agreement_with_fp32": float((pred == ref).float().mean()), "note": ""}
+            rows.append(row)
+            ctx.log.info("%-16s p50 %.2f ms  p90 %.2f ms  %.1f img/s at batch %d  %.1f MB  top-1 %.3f  agree %.3f",
+                         name, row["latency_b1_p50_ms"], row["latency_b1_p90_ms"], row["throughput_per_s"],
+                         p.batch_size, row["size_mb"], row["val_top1"], row["agreement_with_fp32"])
+    rows.append(_tensorrt_row(ctx, p))
+    base = rows[0]
+    for r in rows:
+        if r["status"] == "done":
+            r["speedup_p50_vs_fp32"] = base["latency_b1_p50_ms"] / r["latency_b1_p50_ms"]
+            r["speedup_throughput_vs_fp32"] = r["throughput_per_s"] / base["throughput_per_s"]
+    _write(ctx, p, rows)
+    return {"variants": rows, "threads": p.threads, "batch_size": p.batch_size, "iterations": p.iterations,
+            "val_acc": base["val_top1"]}
+
+
+def _tensorrt_row(ctx: StageContext, p: BenchParams) -> dict:
+    stage_dir = _need(ctx, p.tensorrt_stage)
+    acct = json.loads((stage_dir / "accounting.json").read_text())
+    if acct.get("status") == "skipped":
+        return {"variant": "tensorrt_fp16", "status": "skipped", "note": acct.get("skip_reason")}
+    m = json.loads((stage_dir / "metrics.json").read_text())
+    return {"variant": "tensorrt_fp16", "status": "done", "latency_b1_p50_ms": m["latency_b1_p50_ms"],
+            "latency_b1_p90_ms": m["latency_b1_p90_ms"], "throughput_per_s": m["throughput_per_s"],
+            "size_mb": m["size_mb"], "agreement_with_fp32": m["top1_agreement_vs_ort"],
+            "note": f"GPU, CUDA events; max |diff| vs ONNX Runtime {m['max_abs_diff_vs_ort']:.2e}"}
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def _write(ctx: StageContext, p: BenchParams, rows: list[dict]) -> None:
+    lines = [",".join(COLUMNS)] + [",".join(_fmt(r.get(c)).replace(",", ";") for c in COLUMNS) for r in rows]
+    atomic_write_text(ctx.out_dir / "benchmark.csv", "\n".join(lines) + "\n")
+    table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    table += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    atomic_write_text(ctx.out_dir / "report.md", (
+        f"### {ctx.stage}: deployment variants\n\n{p.threads} CPU threads, batch 1 latency over {p.iterations} "
+        f"timed calls after {p.warmup} warm-up, throughput at batch {p.batch_size}. Accuracy is on tiny-ImageNet "
+        "**val** (the official test split has no labels).\n\n" + "\n".join(table) + "\n"))
+    # One efficiency.csv row per variant (report.py reads accounting_extra.json beside accounting.json).
+    extra = [{"experiment": ctx.experiment, "stage": f"{ctx.stage}:{r['variant']}", "kind": "deploy_variant",
+              "status": r["status"], "skip_reason": r["note"] if r["status"] == "skipped" else None,
+              "throughput_per_s": r.get("throughput_per_s"), "val_acc": r.get("val_top1"),
+              "precision": "int8" if r["variant"].startswith("int8") else "fp16" if "fp16" in r["variant"] else "fp32",
+              "device": "cuda" if r["variant"].startswith("tensorrt") else "cpu", "cpus": p.threads,
+              "seed": ctx.seed, "config_hash": ctx.fingerprint} for r in rows]
+    atomic_write_json(ctx.out_dir / "accounting_extra.json", extra)
