@@ -37,7 +37,8 @@ def export_onnx(p: ExportParams, ctx: StageContext) -> dict:
     batch = torch.export.Dim("batch", min=1, max=4096)
     with atomic_path(path) as tmp:
         torch.onnx.export(model, (example,), str(tmp), input_names=["pixels"], output_names=["logits"],
-                          dynamic_shapes=({0: batch},), opset_version=p.opset, dynamo=True, external_data=False)
+                          dynamic_shapes=({0: batch},), opset_version=p.opset, dynamo=True, external_data=False,
+                          verbose=False)
     onnx.checker.check_model(str(path))
     x, y = val_pixels(ctx, p.data_stage, size, p.val_limit)
     parity = onnx_parity(model, path, x)
