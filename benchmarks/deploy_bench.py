@@ -39,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vit.onnx"
         torch.onnx.export(model, (x,), str(path), input_names=["pixels"], output_names=["logits"], dynamo=True,
-                          external_data=False)
+                          external_data=False, verbose=False)
         session = ort_session(path, args.threads)
         variants["onnxruntime"] = lambda b: session.run(None, {"pixels": b.numpy()})[0]
         times = {k: [] for k in variants}

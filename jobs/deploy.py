@@ -12,17 +12,10 @@ from typing import Literal
 import numpy as np
 
 from pipeline.registry import StageContext, register
-from pipeline.state import atomic_write_json, atomic_write_text
+from pipeline.state import atomic_write_json
 
 from .data import load_arrays
 from .train_loop import TrainParams
-
-
-def _need(ctx: StageContext, name: str) -> Path:
-    if name not in ctx.upstream:
-        raise ValueError(f"stage {ctx.stage!r}: {name!r} must be listed in its `needs` "
-                         f"(needs: {', '.join(ctx.upstream) or 'none'})")
-    return ctx.upstream[name]
 
 
 def val_pixels(ctx: StageContext, data_stage: str, size: int, limit: int = 0):
@@ -30,7 +23,7 @@ def val_pixels(ctx: StageContext, data_stage: str, size: int, limit: int = 0):
     import torch
 
     from .vit import pixels
-    arrays = load_arrays(_need(ctx, data_stage) / "split.npz", data_stage)
+    arrays = load_arrays(ctx.need(data_stage) / "split.npz", data_stage)
     x, y = arrays["x_val"], arrays["y_val"]
     if limit:
         x, y = x[:limit], y[:limit]
@@ -57,9 +50,9 @@ def head(p: HeadParams, ctx: StageContext) -> dict:
 
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())
-    meta = json.loads((_need(ctx, p.download_stage) / "metrics.json").read_text())["model"]
+    meta = json.loads((ctx.need(p.download_stage) / "metrics.json").read_text())["model"]
     backbone = build_backbone(meta, ctx.cache_dir)
-    arrays = load_arrays(_need(ctx, p.data_stage) / "split.npz", p.data_stage)
+    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
     classes = [str(c) for c in arrays["classes"]]
     started = time.perf_counter()
     feats = {}
@@ -125,7 +118,7 @@ def quantize(p: QuantizeParams, ctx: StageContext) -> dict:
 
     from .vit import load_classifier
     torch.set_num_threads(p.threads)
-    model, saved = load_classifier(_need(ctx, p.head_stage) / "model.pt", ctx.cache_dir)
+    model, saved = load_classifier(ctx.need(p.head_stage) / "model.pt", ctx.cache_dir)
     x, y = val_pixels(ctx, p.data_stage, saved["meta"]["img_size"], p.val_limit)
     ref = predict(model, x).argmax(1)
     bench_x = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .deploy import _need, predict, quantize_model, val_pixels
+from .deploy import predict, quantize_model, val_pixels
 
 COLUMNS = ("variant", "status", "latency_b1_p50_ms", "latency_b1_p90_ms", "throughput_per_s", "size_mb",
            "val_top1", "agreement_with_fp32", "speedup_p50_vs_fp32", "speedup_throughput_vs_fp32", "note")
@@ -60,17 +60,17 @@ def run(p: BenchParams, ctx: StageContext) -> dict:
     from .deploy_export import ort_session
     from .vit import load_classifier
     torch.set_num_threads(p.threads)
-    model_path = _need(ctx, p.head_stage) / "model.pt"
+    model_path = ctx.need(p.head_stage) / "model.pt"
     model, saved = load_classifier(model_path, ctx.cache_dir)
     x, y = val_pixels(ctx, p.data_stage, saved["meta"]["img_size"], p.val_limit)
     xn = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]
     x1 = xn[:1]
     variants = {"fp32_eager": (model, model_path.stat().st_size)}
-    methods = json.loads((_need(ctx, p.quantize_stage) / "methods.json").read_text())
+    methods = json.loads((ctx.need(p.quantize_stage) / "methods.json").read_text())
     for method, info in methods.items():
         if info.get("available"):
             variants[f"int8_{method}"] = (quantize_model(model, method), info["size_mb"] * 2**20)
-    onnx_path = _need(ctx, p.export_stage) / "model.onnx"
+    onnx_path = ctx.need(p.export_stage) / "model.onnx"
     session = ort_session(onnx_path, p.threads)
 
     def onnxruntime(batch):
@@ -100,7 +100,7 @@ def run(p: BenchParams, ctx: StageContext) -> dict:
 
 
 def _tensorrt_row(ctx: StageContext, p: BenchParams) -> dict:
-    stage_dir = _need(ctx, p.tensorrt_stage)
+    stage_dir = ctx.need(p.tensorrt_stage)
     acct = json.loads((stage_dir / "accounting.json").read_text())
     if acct.get("status") == "skipped":
         return {"variant": "tensorrt_fp16", "status": "skipped", "note": acct.get("skip_reason")}

@@ -2,17 +2,15 @@
 benchmark that compares every variant side by side."""
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.registry import StageContext, register
-from pipeline.state import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.state import atomic_path
 
-from .deploy import _need, predict, quantize_model, val_pixels
+from .deploy import predict, val_pixels
 
 
 @dataclass
@@ -30,7 +28,7 @@ def export_onnx(p: ExportParams, ctx: StageContext) -> dict:
     import torch
 
     from .vit import load_classifier
-    model, saved = load_classifier(_need(ctx, p.head_stage) / "model.pt", ctx.cache_dir)
+    model, saved = load_classifier(ctx.need(p.head_stage) / "model.pt", ctx.cache_dir)
     size = saved["meta"]["img_size"]
     path = ctx.out_dir / "model.onnx"
     example = torch.randn(2, 3, size, size)
@@ -97,7 +95,7 @@ def tensorrt_stage(p: TensorRTParams, ctx: StageContext) -> dict:
     if reason:
         ctx.log.warning("tensorrt skipped: %s", reason)
         return {"status": "skipped", "skip_reason": reason}
-    onnx_path = _need(ctx, p.export_stage) / "model.onnx"
+    onnx_path = ctx.need(p.export_stage) / "model.onnx"
     engine_path = ctx.out_dir / "model.plan"
     size = _input_size(onnx_path)
     x, _ = val_pixels(ctx, p.data_stage, size, p.val_limit)

@@ -32,13 +32,13 @@ class EvaluateParams:
 def run(p: EvaluateParams, ctx: StageContext) -> dict:
     import os
     os.environ.update(HF_HUB_OFFLINE="1", TORCH_HOME=str(ctx.cache_dir))
-    arrays = load_arrays(_need(ctx, p.data_stage) / "split.npz", p.data_stage)
-    results = {stage: evaluate_model(_need(ctx, stage), arrays, p, ctx, ctx.out_dir / "models" / stage)
+    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
+    results = {stage: evaluate_model(ctx.need(stage), arrays, p, ctx, ctx.out_dir / "models" / stage)
                for stage in p.model_stages}
     best = max(results, key=lambda s: results[s]["val_acc"])
     for name in ("confusion_matrix.csv", "per_class.csv", "confusion.png"):
         shutil.copyfile(ctx.out_dir / "models" / best / name, ctx.out_dir / name)
-    rows = [ablation_row(stage, results[stage], _need(ctx, stage)) for stage in p.model_stages]
+    rows = [ablation_row(stage, results[stage], ctx.need(stage)) for stage in p.model_stages]
     lines = [",".join(ABLATION_COLUMNS)] + [",".join(str(r[c]) for c in ABLATION_COLUMNS) for r in rows]
     atomic_write_text(ctx.out_dir / "ablation.csv", "\n".join(lines) + "\n")
     atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, rows, results, best))
@@ -47,13 +47,6 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     return {"test_acc": top["test_acc"], "macro_precision": top["macro_precision"],
             "macro_recall": top["macro_recall"], "macro_f1": top["macro_f1"], "val_acc": top["val_acc"],
             "test_size": top["test_size"], "best_epoch": top["best_epoch"], "best_model": best, "models": results}
-
-
-def _need(ctx: StageContext, name: str) -> Path:
-    if name not in ctx.upstream:
-        raise ValueError(f"stage {ctx.stage!r}: {name!r} must be listed in its `needs` "
-                         f"(needs: {', '.join(ctx.upstream) or 'none'})")
-    return ctx.upstream[name]
 
 
 def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageContext, out: Path) -> dict:

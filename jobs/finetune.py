@@ -39,16 +39,9 @@ def set_offline(ctx: StageContext) -> None:
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TORCH_HOME=str(ctx.cache_dir))
 
 
-def _upstream(ctx: StageContext, name: str, what: str) -> Path:
-    if name not in ctx.upstream:
-        raise ValueError(f"stage {ctx.stage!r}: {what} {name!r} must be listed in its `needs` "
-                         f"(needs: {', '.join(ctx.upstream) or 'none'})")
-    return ctx.upstream[name]
-
-
 def imagenet_weights(ctx: StageContext, stage: str) -> dict:
     import torch
-    folder = _upstream(ctx, stage, "weights_stage")
+    folder = ctx.need(stage)
     path = Path(json.loads((folder / "metrics.json").read_text())["weights_file"])
     verify_manifest(path.parent, stage)
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -60,7 +53,7 @@ def initial_model(p: FinetuneParams, ctx: StageContext, num_classes: int):
     from .models import build_model, load_backbone
     model = build_model(p.model, num_classes, p.resolution)
     if p.init_from:
-        best = _upstream(ctx, p.init_from, "init_from") / "best.pt"
+        best = ctx.need(p.init_from) / "best.pt"
         if not best.exists():
             raise DataError(f"{best} not found: stage {p.init_from!r} has not produced a checkpoint")
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
@@ -77,13 +70,13 @@ def run(p: FinetuneParams, ctx: StageContext) -> dict:
 
     from .models import count_params, set_trainable
     from .plots import plot_history
-    from .train_loop import environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from .train_loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
     from .vision import ImagenetBatch
 
     set_offline(ctx)
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())
-    arrays = load_arrays(_upstream(ctx, p.data_stage, "data_stage") / "split.npz", p.data_stage)
+    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
     data = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "classes"}
     classes = [str(c) for c in arrays["classes"]]
     model = initial_model(p, ctx, len(classes))
@@ -106,7 +99,8 @@ def run(p: FinetuneParams, ctx: StageContext) -> dict:
     ctx.record(epochs=len(history), samples_per_epoch=n, total_samples=n * len(history), trainable_params=trainable,
                total_params=total, throughput_per_s=round(n * len(history) / seconds, 1),
                precision=f"amp-{p.amp_dtype}" if p.amp and ctx.device == "cuda" else "fp32",
-               peak_gpu_mem_mb=peak_gpu_mem_mb(), probe_mode=mode, resolution=p.resolution, regime=p.regime)
+               peak_gpu_mem_mb=peak_gpu_mem_mb(), device_name=device_name(), probe_mode=mode,
+               resolution=p.resolution, regime=p.regime)
     return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
             "early_stop_epoch": run_state.get("early_stop_epoch"), "probe_mode": mode, "regime": p.regime,
             "trainable_params": trainable}

@@ -22,12 +22,12 @@ def run(p: ClassifierTrainParams, ctx: StageContext) -> dict:
     from .digits import load_split
     from .models import build_model, count_params
     from .plots import plot_history
-    from .train_loop import environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from .train_loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
     from .vision import grey_batch
 
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())
-    arrays = load_split(_upstream(ctx, p.data_stage))
+    arrays = load_split(ctx.need(p.data_stage))
     data = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "classes"}
     classes = [str(c) for c in arrays["classes"]]
     image_size = data["x_train"].shape[-1]
@@ -45,16 +45,9 @@ def run(p: ClassifierTrainParams, ctx: StageContext) -> dict:
                trainable_params=trainable, total_params=total,
                throughput_per_s=round(n * len(history) / train_seconds, 1) if train_seconds else None,
                precision=f"amp-{p.amp_dtype}" if p.amp and ctx.device == "cuda" else "fp32",
-               peak_gpu_mem_mb=peak_gpu_mem_mb())
+               peak_gpu_mem_mb=peak_gpu_mem_mb(), device_name=device_name())
     return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"],
             "epochs_run": len(history), "early_stop_epoch": run_state.get("early_stop_epoch")}
-
-
-def _upstream(ctx: StageContext, name: str):
-    if name not in ctx.upstream:
-        raise ValueError(f"stage {ctx.stage!r}: data_stage {name!r} is not in its `needs` "
-                         f"({', '.join(ctx.upstream) or 'none'})")
-    return ctx.upstream[name]
 
 
 def _fragment(ctx: StageContext, run_state: dict) -> str:
@@ -62,4 +55,3 @@ def _fragment(ctx: StageContext, run_state: dict) -> str:
     return (f"### {ctx.stage}: training curves\n\n![curves](curves.png)\n\n"
             f"Best val accuracy {100 * run_state['best_acc']:.2f}% at epoch {run_state['best_epoch']} of "
             f"{len(run_state['history'])}; last epoch train loss {h['train_loss']:.4f}.\n")
-

@@ -49,15 +49,29 @@ def seed_everything(seed: int, log) -> None:
     log.info("seed %d; deterministic algorithms on (ops without a deterministic kernel warn in this log)", seed)
 
 
-def environment_summary() -> str:
+def device_name() -> str:
+    """The GPU's name, else the CPU model from /proc/cpuinfo."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     import platform
+    return platform.processor() or "cpu"
+
+
+def environment_summary() -> str:
     cuda = torch.version.cuda if torch.cuda.is_available() else "no CUDA device"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    device = device_name()
     try:
         import torchvision
         tv = torchvision.__version__
     except ImportError:
         tv = "not installed"
+    import platform
     return (f"python {platform.python_version()}, torch {torch.__version__}, torchvision {tv}, "
             f"CUDA {cuda}, device {device}, threads {torch.get_num_threads()}")
 

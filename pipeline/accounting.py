@@ -8,7 +8,7 @@ from typing import Iterable
 
 COLUMNS = (
     "experiment", "stage", "kind", "status", "skip_reason", "job_id", "node", "partition", "device",
-    "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
+    "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
     "trainable_params", "total_params", "wall_s", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
     "val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1", "seed", "config_hash", "git_rev",
     "started_at", "finished_at", "sacct_state", "sacct_elapsed_s", "sacct_totalcpu_s", "sacct_cpu_eff",

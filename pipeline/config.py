@@ -17,7 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from . import registry
-from .schema import ConfigError, build, coerce, to_dict
+from .schema import ConfigError, build, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

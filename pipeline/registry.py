@@ -49,6 +49,13 @@ class StageContext:
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
+    def need(self, name: str) -> Path:
+        """The folder of upstream stage `name`; it must be listed in this stage's `needs`."""
+        if name not in self.upstream:
+            raise ValueError(f"stage {self.stage!r} reads stage {name!r}, which is not in its `needs` "
+                             f"({', '.join(self.upstream) or 'none'}); add it there")
+        return self.upstream[name]
+
     def record(self, **fields: Any) -> None:
         """Add fields to this stage's accounting.json (e.g. trainable_params, epochs)."""
         self.accounting.update(fields)

@@ -189,6 +189,14 @@ def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emni
     history = json.loads((tmp_path / "results" / "emnist" / "linear_probe" / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 26))
     assert status_json(CONFIG, overrides)["linear_probe"]["state"] == "done"
+    # The resumed run computes what an unbroken run computes, epoch by epoch.
+    unbroken = [o for o in overrides if not o.startswith("paths.results")] + [f"paths.results={tmp_path / 'unbroken'}"]
+    shutil.copytree(tmp_path / "results" / "emnist" / "preprocess", tmp_path / "unbroken" / "emnist" / "preprocess")
+    shutil.copytree(tmp_path / "results" / "emnist" / "download", tmp_path / "unbroken" / "emnist" / "download")
+    cli("run", "linear_probe", "-c", CONFIG, *sets(unbroken))
+    reference = json.loads((tmp_path / "unbroken" / "emnist" / "linear_probe" / "history.json").read_text())
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert [round(h[key], 4) for h in history] == [round(h[key], 4) for h in reference]
 
 
 def _squeue_state(job: str) -> str:

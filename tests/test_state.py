@@ -1,10 +1,8 @@
 """Fingerprints and rerun decisions, atomic writes, locks."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
 import pytest
 
