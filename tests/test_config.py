@@ -53,7 +53,7 @@ def test_relative_paths_become_absolute(tmp_path):
     ("name: e\nstages:\n  a: {kind: train_classifier, epochs: ten}\n", [],
      "key 'stages.a.epochs': expected int, got 'ten'"),
     ("name: e\nstages:\n  a: {kind: nope}\n", [],
-     "key 'stages.a.kind': unknown kind 'nope'; valid kinds: command, digits_download"),
+     "key 'stages.a.kind': unknown kind 'nope'; valid kinds: cifar10_download, command, deploy_benchmark,"),
     ("name: e\nstages:\n  a: {kind: digits_download, needs: [ghost]}\n", [],
      "key 'stages.a.needs[0]': names no stage 'ghost'; stages: a"),
     ("name: e\nstages:\n  a: {kind: digits_download, needs: [b]}\n  b: {kind: digits_download, needs: [a]}\n", [],
