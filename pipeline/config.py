@@ -199,6 +199,12 @@ def time_minutes(time: str) -> int:
     return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
 
 
+def mem_mb(mem: str) -> float:
+    """sbatch --mem value -> MB (a number without suffix is MB, as sbatch reads it)."""
+    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", mem).groups()
+    return int(number) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit or "M"]
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}

@@ -5,18 +5,9 @@ sbatch/*.sbatch files can be checked for being in sync by a test.
 """
 from __future__ import annotations
 
-import re
 import shlex
 
-from .config import Experiment, time_minutes
-
-_MEM_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
-def _mem_mb(mem: str) -> float:
-    match = re.fullmatch(r"(\d+)([KMGT]?)", mem)
-    return int(match.group(1)) * _MEM_MB[match.group(2) or "M"]  # sbatch: no suffix means MB
-
+from .config import Experiment, mem_mb, time_minutes
 
 def _hhmmss(minutes: int) -> str:
     days, rest = divmod(minutes, 1440)
@@ -27,7 +18,7 @@ def _hhmmss(minutes: int) -> str:
 def allocation(exp: Experiment) -> dict:
     """One allocation big enough for the largest stage, long enough for all of them in a row."""
     stages = list(exp.stages.values())
-    biggest_mem = max(stages, key=lambda s: _mem_mb(s.resources.mem)).resources.mem
+    biggest_mem = max(stages, key=lambda s: mem_mb(s.resources.mem)).resources.mem
     return {
         "job-name": exp.name,
         "time": _hhmmss(sum(time_minutes(s.resources.time) for s in stages)),

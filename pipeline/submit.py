@@ -8,6 +8,7 @@ from .accounting import query_squeue
 from .config import Experiment
 from .dag import forced, select
 from .executors import Executor
+from .schema import ConfigError
 
 
 def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> list[dict]:
@@ -45,6 +46,12 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     with state.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}"):
         live = query_squeue(_recorded_job_ids(exp)) if executor.name == "slurm" else {}
         rows = plan(exp, targets, force, live)
+        problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"])
+        if problems and not dry_run:
+            raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
+                              exp.source)
+        for problem in problems:
+            print(f"[pipeline] warning: would never start here: {problem}")
         if explain:
             for r in rows:
                 print(f"{r['stage']:<16} {r['action']:<7} {r['why']}")

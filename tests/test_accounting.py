@@ -65,3 +65,12 @@ def test_parse_squeue():
     jobs = parse_squeue(out)
     assert jobs["7"] == {"name": "quickstart.evaluate", "state": "PENDING", "reason": "DependencyNeverSatisfied"}
     assert jobs["8"]["state"] == "RUNNING"
+
+
+def test_partition_limits_from_sinfo():
+    from pipeline.executors.slurm import partition_limits
+    text = "debug*|2|23000|(null)\ngpu|64|512000|gpu:a100:4(S:0-1)\ngpu|32|256000|gpu:8\n"
+    limits, default = partition_limits(text)
+    assert default == "debug"
+    assert limits == {"debug": {"cpus": 2, "mem_mb": 23000, "gpus": 0},
+                      "gpu": {"cpus": 64, "mem_mb": 512000, "gpus": 8}}

@@ -81,6 +81,17 @@ def test_second_submit_submits_nothing(slurm_run):
     assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
 
 
+def test_impossible_resources_refused_before_anything_is_submitted(slurm, workspace):
+    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    proc = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", "--set", "stages.train.resources.cpus_per_task=64",
+               "--set", "stages.evaluate.resources.gpus=2", *sets(workspace["overrides"]), check=False)
+    assert proc.returncode == 2 and "nothing was submitted" in proc.stderr
+    assert "stages.train.resources.cpus_per_task=64: nodes of partition 'debug' have at most" in proc.stderr
+    assert "stages.evaluate.resources.gpus=2: nodes of partition 'debug' have at most 0 GPUs" in proc.stderr
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+    assert not any(workspace["logs"].iterdir())
+
+
 FAILING = """
 name: breaks
 resources: {time: "00:05:00", cpus_per_task: 1, mem: 500M}

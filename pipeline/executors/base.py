@@ -24,6 +24,10 @@ class Executor(abc.ABC):
     def submit(self, exp, stage: str, after: list[str]) -> Submission:
         """Start `stage` once every job id in `after` has succeeded."""
 
+    def check(self, exp, stages: list[str]) -> list[str]:
+        """Problems that would keep these stages from ever running here (checked before submitting)."""
+        return []
+
     def script(self, exp, stage: str, after: list[str]) -> str:
         """The text that would be submitted for `stage` (for --dry-run)."""
         return ""

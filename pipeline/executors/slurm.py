@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import submitit
 
-from ..config import Experiment, time_minutes
+from ..config import Experiment, mem_mb, time_minutes
 from .base import Executor, Submission
 
 
@@ -22,6 +24,9 @@ class StageJob(submitit.helpers.Checkpointable):
 
 class SlurmExecutor(Executor):
     name = "slurm"
+
+    def check(self, exp: Experiment, stages: list[str]) -> list[str]:
+        return check_resources(exp, stages, query_sinfo())
 
     def _executor(self, exp: Experiment, stage: str, after: list[str]) -> submitit.SlurmExecutor:
         s = exp.stages[stage]
@@ -46,6 +51,53 @@ class SlurmExecutor(Executor):
         ex = self._executor(exp, stage, after)
         # submitit's own renderer: exactly the text `submit` hands to sbatch (minus real job ids).
         return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
+
+
+def partition_limits(sinfo_text: str) -> tuple[dict[str, dict], str | None]:
+    """`sinfo -h -N -o %P|%c|%m|%G` -> the largest node of each partition, and the default one."""
+    limits: dict[str, dict] = {}
+    default = None
+    for line in sinfo_text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4:
+            continue
+        name, cpus, mem, gres = parts
+        if name.endswith("*"):
+            name = default = name[:-1]
+        gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+        lim = limits.setdefault(name, {"cpus": 0, "mem_mb": 0, "gpus": 0})
+        lim["cpus"] = max(lim["cpus"], int(cpus.rstrip("+") or 0))
+        lim["mem_mb"] = max(lim["mem_mb"], int(re.sub(r"\D", "", mem) or 0))
+        lim["gpus"] = max(lim["gpus"], gpus)
+    return limits, default
+
+
+def check_resources(exp: Experiment, stages: list[str], sinfo_text: str) -> list[str]:
+    """What no node of the requested partition can ever give: SLURM would queue such a job
+    forever (reason PartitionConfig). Returns one message per problem."""
+    limits, default = partition_limits(sinfo_text)
+    problems = []
+    for name in stages:
+        r = exp.stages[name].resources
+        part = r.partition or default
+        lim = limits.get(part)
+        key = f"stages.{name}.resources"
+        if lim is None:
+            problems.append(f"{key}.partition: no partition {part!r} on this cluster; partitions: {', '.join(limits)}")
+            continue
+        if r.cpus_per_task > lim["cpus"]:
+            problems.append(f"{key}.cpus_per_task={r.cpus_per_task}: nodes of partition {part!r} have at most {lim['cpus']}")
+        if lim["mem_mb"] and mem_mb(r.mem) > lim["mem_mb"]:
+            problems.append(f"{key}.mem={r.mem}: nodes of partition {part!r} have at most {lim['mem_mb']}M")
+        if r.gpus > lim["gpus"]:
+            problems.append(f"{key}.gpus={r.gpus}: nodes of partition {part!r} have at most {lim['gpus']} GPUs "
+                            "(pick a GPU partition with resources.partition, or set gpus=0 to run on CPU)")
+    return problems
+
+
+def query_sinfo() -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=30)
+    return out.stdout
 
 
 def _afterok(job_ids: list[str]) -> str | None:
