@@ -58,9 +58,9 @@ def head(p: HeadParams, ctx: StageContext) -> dict:
     feats = {}
     with torch.no_grad():
         for split in ("train", "val"):
-            x = arrays[f"x_{split}"]
-            feats[f"x_{split}"] = torch.cat([backbone(pixels(torch.from_numpy(x[i:i + p.feature_batch_size]),
-                                                             meta["img_size"])) for i in range(0, len(x), p.feature_batch_size)])
+            x, step = arrays[f"x_{split}"], p.feature_batch_size
+            feats[f"x_{split}"] = torch.cat([backbone(pixels(torch.from_numpy(x[i:i + step]), meta["img_size"]))
+                                             for i in range(0, len(x), step)])
     ctx.log.info("CLS features %s in %.1f s", tuple(feats["x_train"].shape), time.perf_counter() - started)
     linear = torch.nn.Linear(feats["x_train"].shape[1], len(classes))
     data = {**feats, "y_train": torch.from_numpy(arrays["y_train"]), "y_val": torch.from_numpy(arrays["y_val"])}

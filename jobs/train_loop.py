@@ -31,7 +31,8 @@ class TrainParams:
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
-    patience: int = field(default=0, metadata={"min": 0, "help": "early stop after this many epochs without a better val acc; 0 = off"})
+    patience: int = field(default=0, metadata={
+        "min": 0, "help": "early stop after this many epochs without a better val acc; 0 = off"})
     amp: bool = field(default=False, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
     channels_last: bool = False

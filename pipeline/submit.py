@@ -27,7 +27,8 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
         elif state.is_done(stage_dir, fps[name]):
             action, why = "cached", state.explain(stage_dir, fps[name])
         elif rec.get("fingerprint") == fps[name] and str(rec.get("job_id")) in live_jobs:
-            action, why = "queued", f"job {rec['job_id']} with this fingerprint is still {live_jobs[str(rec['job_id'])]['state']}"
+            live_state = live_jobs[str(rec["job_id"])]["state"]
+            action, why = "queued", f"job {rec['job_id']} with this fingerprint is still {live_state}"
         else:
             action, why = "submit", state.explain(stage_dir, fps[name])
         if action != "cached":
