@@ -31,7 +31,7 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
             action, why = "queued", f"job {rec['job_id']} with this fingerprint is still {live_state}"
         else:
             action, why = "submit", state.explain(stage_dir, fps[name])
-        if action != "cached":
+        if action == "submit":      # a queued job's dependents can wait on it as they are
             rerun.add(name)
         rows.append({"stage": name, "action": action, "why": why, "fingerprint": fps[name],
                      "job_id": rec.get("job_id") if action == "queued" else None})

@@ -33,8 +33,9 @@ def slurm_run(slurm, tmp_path_factory):
     ids = job_ids_from_table(proc.stdout)
     # Right after submit the last job still waits on evaluate: the chain is in the controller.
     show = subprocess.run(["scontrol", "show", "job", ids["report"]], capture_output=True, text=True).stdout
+    again = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout
     wait_for_jobs(list(ids.values()), timeout=400)
-    return {"root": root, "overrides": overrides, "ids": ids, "stdout": proc.stdout, "scontrol": show}
+    return {"root": root, "overrides": overrides, "ids": ids, "stdout": proc.stdout, "scontrol": show, "again": again}
 
 
 def test_submit_returns_at_once_with_afterok_chain(slurm_run):
@@ -51,6 +52,14 @@ def test_submit_returns_at_once_with_afterok_chain(slurm_run):
     assert all(rows[ids[s]]["state"] == "COMPLETED" for s in STAGES)
     for stage, upstream in [("preprocess", "download"), ("train", "preprocess"), ("evaluate", "train")]:
         assert rows[ids[stage]]["start"] >= rows[ids[upstream]]["end"]
+
+
+def test_resubmit_while_queued_reuses_the_live_jobs(slurm_run):
+    """A second submit while the first one's jobs are still queued submits nothing new."""
+    lines = [line.split() for line in slurm_run["again"].splitlines()[1:]]
+    assert all(line[1] in ("queued", "cached") for line in lines), slurm_run["again"]
+    assert {line[2] for line in lines if line[1] == "queued"} <= set(slurm_run["ids"].values())
+    assert any(line[1] == "queued" for line in lines)
 
 
 def test_status_json_all_done(slurm_run):
