@@ -32,15 +32,13 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
 
 
 def _stage_order(exp_dir: Path) -> dict[str, int]:
+    """Stages in the order of the experiment file, as the newest stage's resolved config has it."""
     import yaml
-    resolved = exp_dir / "_resolved.yaml"
-    stages = []
-    for cfg in sorted(exp_dir.glob("*/config.yaml")):
-        stages = list((yaml.safe_load(cfg.read_text()) or {}).get("experiment", {}).get("stages", {}))
-        break
-    if resolved.exists():
-        stages = list((yaml.safe_load(resolved.read_text()) or {}).get("stages", {}))
-    return {s: i for i, s in enumerate(stages)}
+    configs = sorted(exp_dir.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime)
+    if not configs:
+        return {}
+    resolved = yaml.safe_load(configs[-1].read_text()) or {}
+    return {s: i for i, s in enumerate(resolved.get("experiment", {}).get("stages", {}))}
 
 
 def write_report(results: Path, experiments: list[str] | None = None) -> tuple[Path, Path]:
