@@ -19,6 +19,8 @@ def digits_28px() -> tuple[np.ndarray, np.ndarray]:
 def write_mnist(data_dir: Path, n_test: int = 300, gz: bool = True) -> dict:
     """data_dir/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz], as torchvision leaves them."""
     x, y = digits_28px()
+    order = np.random.default_rng(0).permutation(len(y))   # the digits file is ordered by writer group
+    x, y = x[order], y[order]
     raw = Path(data_dir) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     ext = ".gz" if gz else ""
@@ -95,51 +97,26 @@ def write_emnist(data_dir: Path, split: str = "byclass", per_class_train: int = 
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "l_index": first0}
 
 
-def write_random_resnet18(path: Path, seed: int = 0) -> Path:
-    """A randomly initialised ResNet-18 checkpoint, standing in for the ImageNet weights."""
+def write_random_resnet18(path: Path, seed: int = 0, calibrate: np.ndarray | None = None,
+                          resolution: int = 32) -> Path:
+    """A randomly initialised ResNet-18 checkpoint, standing in for the ImageNet weights.
+
+    With `calibrate` (uint8 glyphs), BatchNorm running statistics are set from those images, as a
+    trained network's are from its data; otherwise they keep their init values (0 and 1), and a
+    stage that unfreezes BatchNorm sees its activations shift."""
     import torch
     from torchvision.models import resnet18
+
+    from jobs.vision import ImagenetBatch
     torch.manual_seed(seed)
-    torch.save(resnet18(weights=None).state_dict(), path)
+    model = resnet18(weights=None)
+    if calibrate is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None          # cumulative average over the calibration batches
+        model.train()
+        with torch.no_grad():
+            for start in range(0, len(calibrate), 128):
+                model(ImagenetBatch(resolution)(torch.from_numpy(calibrate[start:start + 128]), False))
+    torch.save(model.state_dict(), path)
     return path
-
-
-def write_tiny_imagenet(data_dir: Path, wnids=("n01443537", "n01629819", "n01641577"), train_per_class: int = 10,
-                        val_per_class: int = 4, seed: int = 0) -> dict:
-    """tiny-imagenet-200/ as the official zip lays it out, with generated 64x64 JPEGs (one of
-    them greyscale) whose classes differ by colour and a bright square's position."""
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    root = Path(data_dir) / "tiny-imagenet-200"
-    colours = rng.uniform(30, 225, size=(len(wnids), 3))
-
-    def image(c: int) -> np.ndarray:
-        x = rng.normal(0, 20, (64, 64, 3)) + colours[c]
-        r = 8 + 16 * c
-        x[r:r + 14, r:r + 14] += 90
-        return np.clip(x, 0, 255).astype(np.uint8)
-    (root / "val" / "images").mkdir(parents=True, exist_ok=True)
-    (root / "test" / "images").mkdir(parents=True, exist_ok=True)
-    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
-    names = ["goldfish, Carassius auratus", "European fire salamander, Salamandra salamandra", "bullfrog, Rana catesbeiana"]
-    (root / "words.txt").write_text("n00001740\tentity\n" + "".join(f"{w}\t{n}\n" for w, n in zip(wnids, names)))
-    for c, w in enumerate(wnids):
-        folder = root / "train" / w / "images"
-        folder.mkdir(parents=True)
-        for i in range(train_per_class):
-            img = Image.fromarray(image(c))
-            if c == 0 and i == 0:
-                img = img.convert("L")          # tiny-ImageNet has some greyscale JPEGs
-            img.save(folder / f"{w}_{i}.JPEG", quality=95)
-        (root / "train" / w / f"{w}_boxes.txt").write_text("")
-    annotations, labels = [], {}
-    order = rng.permutation(len(wnids) * val_per_class)
-    for k, idx in enumerate(order):
-        c = int(idx) // val_per_class
-        name = f"val_{k}.JPEG"
-        Image.fromarray(image(c)).save(root / "val" / "images" / name, quality=95)
-        annotations.append(f"{name}\t{wnids[c]}\t0\t0\t63\t63\n")
-        labels[name] = wnids[c]
-    (root / "val" / "val_annotations.txt").write_text("".join(annotations))
-    Image.fromarray(image(0)).save(root / "test" / "images" / "test_0.JPEG")
-    return {"root": root, "val_labels": labels, "wnids": list(wnids)}

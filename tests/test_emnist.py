@@ -32,7 +32,9 @@ def small_overrides(root, weights) -> list[str]:
     for stage, epochs in (("linear_probe", 10), ("unfreeze", 3), ("full", 2)):
         out += [f"stages.{stage}.resolution=32", f"stages.{stage}.epochs={epochs}", f"stages.{stage}.amp=false",
                 f"stages.{stage}.batch_size=64", f"stages.{stage}.log_every=5"]
-    return out
+    # 22 steps are too few for BatchNorm running statistics to follow weights moved at the
+    # config's lr (0.02, sized for 700k images an epoch): at fixture scale, fine-tune gently.
+    return out + ["stages.full.lr=0.002"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def emnist_root(tmp_path_factory):
     for k in ("results", "logs", "data", "cache"):
         (root / k).mkdir()
     fixture = write_emnist(root / "data")
-    weights = write_random_resnet18(root / "random_resnet18.pt")
+    weights = write_random_resnet18(root / "random_resnet18.pt", calibrate=fixture["x_train"])
     return {"root": root, "fixture": fixture, "overrides": small_overrides(root, weights), "weights": weights}
 
 
@@ -106,8 +108,9 @@ def test_preprocess_split_orientation_and_counts(emnist_run):
 def test_accuracy_and_evaluate_outputs(emnist_run):
     out = emnist_run["results"] / "evaluate"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_acc"] >= 0.7                        # fixture: 62 glyphs, random-init backbone
-    assert metrics["models"]["linear_probe"]["test_acc"] >= 0.5
+    assert metrics["test_acc"] >= 0.85                       # fixture: 62 glyphs, random-init backbone
+    assert {m: r["test_acc"] >= 0.6 for m, r in metrics["models"].items()} == \
+        {"linear_probe": True, "unfreeze": True, "full": True}
     lines = (out / "confusion_matrix.csv").read_text().splitlines()
     matrix = np.array([[int(v) for v in line.split(",")[1:]] for line in lines[1:]])
     assert matrix.shape == (62, 62) and matrix.sum() == 186
