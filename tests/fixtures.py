@@ -120,3 +120,44 @@ def write_random_resnet18(path: Path, seed: int = 0, calibrate: np.ndarray | Non
                 model(ImagenetBatch(resolution)(torch.from_numpy(calibrate[start:start + 128]), False))
     torch.save(model.state_dict(), path)
     return path
+
+
+def write_tiny_imagenet(data_dir: Path, wnids=("n01443537", "n01629819", "n01641577"), train_per_class: int = 10,
+                        val_per_class: int = 4, seed: int = 0) -> dict:
+    """tiny-imagenet-200/ as the official zip lays it out, with generated 64x64 JPEGs (one of
+    them greyscale) whose classes differ by colour and a bright square's position."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    root = Path(data_dir) / "tiny-imagenet-200"
+    colours = rng.uniform(30, 225, size=(len(wnids), 3))
+
+    def image(c: int) -> np.ndarray:
+        x = rng.normal(0, 20, (64, 64, 3)) + colours[c]
+        r = 8 + 16 * c
+        x[r:r + 14, r:r + 14] += 90
+        return np.clip(x, 0, 255).astype(np.uint8)
+    (root / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "test" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
+    names = ["goldfish, Carassius auratus", "European fire salamander, Salamandra salamandra", "bullfrog, Rana catesbeiana"]
+    (root / "words.txt").write_text("n00001740\tentity\n" + "".join(f"{w}\t{n}\n" for w, n in zip(wnids, names)))
+    for c, w in enumerate(wnids):
+        folder = root / "train" / w / "images"
+        folder.mkdir(parents=True)
+        for i in range(train_per_class):
+            img = Image.fromarray(image(c))
+            if c == 0 and i == 0:
+                img = img.convert("L")          # tiny-ImageNet has some greyscale JPEGs
+            img.save(folder / f"{w}_{i}.JPEG", quality=95)
+        (root / "train" / w / f"{w}_boxes.txt").write_text("")
+    annotations, labels = [], {}
+    order = rng.permutation(len(wnids) * val_per_class)
+    for k, idx in enumerate(order):
+        c = int(idx) // val_per_class
+        name = f"val_{k}.JPEG"
+        Image.fromarray(image(c)).save(root / "val" / "images" / name, quality=95)
+        annotations.append(f"{name}\t{wnids[c]}\t0\t0\t63\t63\n")
+        labels[name] = wnids[c]
+    (root / "val" / "val_annotations.txt").write_text("".join(annotations))
+    Image.fromarray(image(0)).save(root / "test" / "images" / "test_0.JPEG")
+    return {"root": root, "val_labels": labels, "wnids": list(wnids)}
