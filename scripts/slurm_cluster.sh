@@ -79,7 +79,8 @@ CONF
   chmod 600 "$CONF_DIR/slurmdbd.conf"
 }
 
-running() { pgrep -x "$1" >/dev/null 2>&1; }
+# Zombies (a daemon killed a moment ago) do not count as running.
+running() { pgrep -x -r R,S,D,I "$1" >/dev/null 2>&1; }
 
 wait_for() {  # wait_for <description> <command...>
   local what=$1; shift
