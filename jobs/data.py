@@ -58,10 +58,15 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: Path, producer: str) -> dict[str, np.ndarray]:
+    """The arrays of an upstream stage's .npz; a missing or unreadable file names that stage."""
+    from pipeline.registry import UpstreamError
     if not path.exists():
-        raise DataError(f"{path} not found; it is written by the `{producer}` stage: run it first")
-    with np.load(path, allow_pickle=False) as bundle:
-        return {k: bundle[k] for k in bundle.files}
+        raise UpstreamError(producer, path, "is missing")
+    try:
+        with np.load(path, allow_pickle=False) as bundle:
+            return {k: bundle[k] for k in bundle.files}   # members are read (and CRC-checked) here
+    except Exception as err:  # noqa: BLE001 - zip, CRC, header and pickle errors alike
+        raise UpstreamError(producer, path, f"cannot be read ({type(err).__name__}: {err})") from err
 
 
 def write_class_counts(path: Path, class_names: list[str], splits: dict[str, np.ndarray]) -> None:

@@ -58,7 +58,8 @@ def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageC
     from .train_loop import TrainParams, evaluate, resolve_device
     from .vision import make_prepare
 
-    best = torch.load(stage_dir / "best.pt", map_location="cpu", weights_only=False)
+    best = ctx.load_upstream(stage_dir.name, "best.pt",
+                             lambda path: torch.load(path, map_location="cpu", weights_only=False))
     meta = best["meta"]
     model = build_model(meta["model"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(best["model"])

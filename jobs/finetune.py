@@ -17,7 +17,7 @@ from typing import Literal
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .data import DataError, load_arrays, verify_manifest
+from .data import load_arrays, verify_manifest
 from .train_loop import TrainParams
 
 
@@ -53,11 +53,10 @@ def initial_model(p: FinetuneParams, ctx: StageContext, num_classes: int):
     from .models import build_model, load_backbone
     model = build_model(p.model, num_classes, p.resolution)
     if p.init_from:
-        best = ctx.need(p.init_from) / "best.pt"
-        if not best.exists():
-            raise DataError(f"{best} not found: stage {p.init_from!r} has not produced a checkpoint")
-        model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
-        ctx.log.info("starting from %s", best)
+        best = ctx.load_upstream(p.init_from, "best.pt",
+                                 lambda path: torch.load(path, map_location="cpu", weights_only=False))
+        model.load_state_dict(best["model"])
+        ctx.log.info("starting from %s", ctx.need(p.init_from) / "best.pt")
     else:
         load_backbone(model, imagenet_weights(ctx, p.weights_stage))
         ctx.log.info("starting from the ImageNet weights (new %d-class head)", num_classes)

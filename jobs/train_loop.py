@@ -239,7 +239,9 @@ def _checkpoint(ctx, model, opt, sched, scaler, generator, run, p: TrainParams) 
 
 
 def _resume(ctx, model, opt, sched, scaler, generator, fresh: dict) -> dict:
-    ckpt = torch.load(ctx.checkpoint_path, map_location="cpu", weights_only=False)
+    ckpt = _read_checkpoint(ctx)
+    if ckpt is None:
+        return fresh
     if ckpt.get("fingerprint") != ctx.fingerprint:
         ctx.log.info("ignoring checkpoint from a different config/code (fingerprint %s)", ckpt.get("fingerprint"))
         return fresh
@@ -258,6 +260,23 @@ def _resume(ctx, model, opt, sched, scaler, generator, fresh: dict) -> dict:
     ctx.log.info("resumed from %s after epoch %d (best val acc %.2f%% at epoch %d)", ctx.checkpoint_path,
                  run["epoch"], 100 * run["best_acc"], run["best_epoch"])
     return run
+
+
+def _read_checkpoint(ctx) -> dict | None:
+    """The resume checkpoint, or None when it cannot be read (truncated, corrupted): then it is
+    set aside under a new name, so it neither fails every later run nor gets lost."""
+    path = ctx.checkpoint_path
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or "run" not in ckpt:
+            raise ValueError("not a checkpoint written by this training loop")
+        return ckpt
+    except Exception as err:  # noqa: BLE001 - any reader error means: start clean
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        ctx.log.warning("checkpoint %s is unreadable (%s: %s); set aside as %s, training starts clean",
+                        path, type(err).__name__, str(err)[:200], aside)
+        return None
 
 
 def save_atomic(path, obj) -> None:

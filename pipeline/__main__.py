@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from .executors.base import SubmitError
 from .schema import ConfigError
-from .state import LockedError
+from .state import LockedError, describe_os_error
 
 
 def _load(args) -> config_mod.Experiment:
@@ -29,9 +30,17 @@ def cmd_submit(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from . import steps
     from .runner import run_targets
     exp = _load(args)
-    _requeue_on_usr1()
+    if args.as_steps:   # one job step per stage inside an allocation; in this process elsewhere
+        _requeue_on_usr1()   # until the driver installs its own handler (it stops the step first)
+        config_arg = args.config or str(config_mod.default_config_path())
+        return steps.run_as_steps(exp, args.stages, config_arg, args.set or [], force=args.force)
+    if steps.in_step():
+        steps.stop_on_usr1()  # the driver outside this step requeues the job
+    else:
+        _requeue_on_usr1()
     return run_targets(exp, args.stages, force=args.force)
 
 
@@ -123,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("run", help="run stages in this process (what jobs execute)"))
     p.add_argument("stages", nargs="+", help="stage names or 'all'")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--as-steps", action="store_true",
+                   help="inside a SLURM allocation, run each stage as its own job step (srun), so sacct "
+                        "accounts each stage apart; elsewhere the same as without it")
     p.set_defaults(fn=cmd_run)
 
     p = common(sub.add_parser("status", help="state of every stage"))
@@ -152,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     except LockedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except OSError as err:   # results/logs folders: in the way, read-only, full
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 4
+    except SubmitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

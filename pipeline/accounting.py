@@ -1,4 +1,13 @@
-"""Efficiency records: sacct parsing (small pure functions) and the efficiency.csv columns."""
+"""Efficiency records: sacct parsing (small pure functions) and the efficiency.csv columns.
+
+What sacct reports (checked on the local cluster, slurm 22.05, `sacct --duplicates`):
+- a requeued job keeps its id; `sacct -j` shows only its last attempt, `--duplicates` every one,
+  each as a job line (state REQUEUED for the earlier ones) followed by that attempt's steps;
+- the job line's TotalCPU is the sum of its steps' (batch, extern, 0, 1, ...): summing the job
+  lines of the attempts counts every CPU second once;
+- MaxRSS is only on step lines and is the largest task of the step; NTasks says how many tasks;
+- while a job or step runs, TotalCPU counts only the steps that have finished (and MaxRSS too).
+"""
 from __future__ import annotations
 
 import re
@@ -7,19 +16,25 @@ import subprocess
 from typing import Iterable
 
 COLUMNS = (
-    "experiment", "stage", "kind", "status", "skip_reason", "job_id", "node", "partition", "device",
-    "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
+    "experiment", "stage", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
+    "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
     "trainable_params", "total_params", "wall_s", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
     "val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1", "seed", "config_hash", "git_rev",
-    "started_at", "finished_at", "sacct_state", "sacct_elapsed_s", "sacct_totalcpu_s", "sacct_cpu_eff",
-    "sacct_maxrss_mb",
+    "started_at", "finished_at", "sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_totalcpu_s",
+    "sacct_cpu_eff", "sacct_maxrss_task_mb", "sacct_maxrss_step_mb",
 )
 
 # SLURM end states that mean the job did not succeed (sacct(1) JOB STATE CODES).
 FAILED_STATES = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
                  "BOOT_FAIL", "DEADLINE")
+# States after which sacct's CPU time is complete; in any other (PENDING, RUNNING, REQUEUED...)
+# TotalCPU counts only the steps that already ended, so no CPU time or efficiency is reported.
+ENDED_STATES = ("COMPLETED", "REVOKED") + FAILED_STATES
+# States of an earlier attempt that the next attempt of the same job id continues (requeue).
+REQUEUED_STATES = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL",
+                   "SPECIAL_EXIT")
 SACCT_FIELDS = ("JobID", "JobName", "State", "Elapsed", "TotalCPU", "MaxRSS", "AllocCPUS", "NodeList",
-                "Partition")
+                "Partition", "NTasks")
 _SIZE_UNITS = {"": 1 / 2**20, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
 
 
@@ -58,28 +73,133 @@ def split_job_id(job_id: str) -> tuple[str, str | None]:
     return head, (step or None)
 
 
-def parse_sacct(text: str) -> dict[str, dict]:
-    """`sacct --parsable2 -o <SACCT_FIELDS>` (with or without header) -> one summary per job.
+def parse_sacct_line(row: dict) -> dict:
+    """One sacct line (field name -> text) -> its usage: the line's own numbers, nothing summed.
 
-    The job's own line gives state, elapsed, total CPU and allocated CPUs; MaxRSS is only on the
-    step lines (batch, extern, 0, ...) so the job's value is the largest of its steps.
+    maxrss_task_mb is sacct's MaxRSS (the largest task); maxrss_step_mb is MaxRSS x NTasks, what
+    the step's tasks could hold together (sacct has no per-step total).
     """
-    jobs: dict[str, dict] = {}
+    job, step = split_job_id(row["JobID"])
+    rss = parse_size_mb(row.get("MaxRSS", ""))
+    ntasks = int(row["NTasks"]) if (row.get("NTasks") or "").isdigit() else 1
+    return {"job": job, "step": step, "name": row.get("JobName", ""), "state": parse_state(row["State"]),
+            "elapsed_s": parse_duration(row["Elapsed"]), "totalcpu_s": parse_duration(row["TotalCPU"]),
+            "alloc_cpus": int(row["AllocCPUS"] or 0), "node": row.get("NodeList") or None,
+            "partition": row.get("Partition") or None, "maxrss_task_mb": rss,
+            "maxrss_step_mb": None if rss is None else rss * ntasks}
+
+
+def parse_sacct_rows(text: str) -> list[dict]:
+    """`sacct --parsable2 -o <fields>` -> one usage per line, in sacct's order. A header line, if
+    present, names the fields; without one they are SACCT_FIELDS."""
+    fields: tuple[str, ...] = SACCT_FIELDS
+    rows = []
     for line in text.splitlines():
         cells = line.split("|")
-        if len(cells) < len(SACCT_FIELDS) or cells[0] == "JobID":
+        if cells[0] == "JobID":
+            fields = tuple(cells)
             continue
-        row = dict(zip(SACCT_FIELDS, cells))
-        job, step = split_job_id(row["JobID"])
-        entry = jobs.setdefault(job, {"maxrss_mb": None})
-        rss = parse_size_mb(row["MaxRSS"])
-        if rss is not None:
-            entry["maxrss_mb"] = max(entry["maxrss_mb"] or 0.0, rss)
-        if step is None:
-            entry.update(state=parse_state(row["State"]), elapsed_s=parse_duration(row["Elapsed"]),
-                         totalcpu_s=parse_duration(row["TotalCPU"]), alloc_cpus=int(row["AllocCPUS"] or 0),
-                         node=row["NodeList"], partition=row["Partition"])
+        if len(cells) < len(fields) - 1 or not cells[0]:   # NTasks (last) may be missing in old records
+            continue
+        rows.append(parse_sacct_line(dict(zip(fields, cells))))
+    return rows
+
+
+def group_attempts(rows: list[dict]) -> dict[str, list[dict]]:
+    """Lines -> job id -> its attempts, oldest first: {"job": job line, "steps": {step id: line}}.
+
+    With --duplicates each attempt is its job line followed by its own steps; a step line belongs
+    to the latest job line of its id seen so far.
+    """
+    jobs: dict[str, list[dict]] = {}
+    for row in rows:
+        attempts = jobs.setdefault(row["job"], [])
+        if row["step"] is None:
+            attempts.append({"job": row, "steps": {}})
+        elif attempts:
+            attempts[-1]["steps"][row["step"]] = row
     return jobs
+
+
+def current_attempts(attempts: list[dict]) -> list[dict]:
+    """The last attempt and the earlier ones it continues (each requeued into the next, same job
+    name). Stops at anything else: after a controller reset SLURM reuses job ids for new jobs."""
+    if not attempts:
+        return []
+    chain = [attempts[-1]]
+    for earlier in reversed(attempts[:-1]):
+        if earlier["job"]["state"] not in REQUEUED_STATES or earlier["job"]["name"] != chain[0]["job"]["name"]:
+            break
+        chain.insert(0, earlier)
+    return chain
+
+
+def attempt_usage(attempt: dict) -> dict:
+    """A job attempt's usage: its job line (elapsed, CPU), the largest MaxRSS of its steps."""
+    usage = dict(attempt["job"])
+    steps = attempt["steps"].values()
+    for key in ("maxrss_task_mb", "maxrss_step_mb"):
+        values = [s[key] for s in steps if s[key] is not None]
+        usage[key] = max(values) if values else None
+    return usage
+
+
+def combine(parts: list[dict]) -> dict | None:
+    """Usages of several attempts or steps -> one summary: elapsed and CPU summed, MaxRSS the
+    largest, state of the last one. CPU time and efficiency stay empty until the last one ended."""
+    if not parts:
+        return None
+    last = parts[-1]
+    ended = last["state"] in ENDED_STATES
+    elapsed = sum(p["elapsed_s"] or 0.0 for p in parts)
+    core_s = sum((p["elapsed_s"] or 0.0) * (p["alloc_cpus"] or 0) for p in parts)
+    totalcpu = sum(p["totalcpu_s"] or 0.0 for p in parts) if ended else None
+
+    def largest(key):
+        values = [p[key] for p in parts if p[key] is not None]
+        return max(values) if values else None
+    return {"state": last["state"], "ended": ended, "attempts": len(parts), "elapsed_s": round(elapsed, 3),
+            "totalcpu_s": None if totalcpu is None else round(totalcpu, 3), "core_s": round(core_s, 3),
+            "alloc_cpus": last["alloc_cpus"], "node": last["node"],
+            "partition": next((p["partition"] for p in reversed(parts) if p["partition"]), None),
+            "maxrss_task_mb": largest("maxrss_task_mb"), "maxrss_step_mb": largest("maxrss_step_mb")}
+
+
+def parse_sacct(text: str) -> dict[str, dict]:
+    """`sacct --duplicates --parsable2 -o <SACCT_FIELDS>` -> job id -> summary of its current
+    attempts (see `combine`), plus `name` and `attempts_detail` (the attempts themselves)."""
+    jobs = {}
+    for job, attempts in group_attempts(parse_sacct_rows(text)).items():
+        chain = current_attempts(attempts)
+        jobs[job] = {**combine([attempt_usage(a) for a in chain]), "name": chain[-1]["job"]["name"],
+                     "attempts_detail": chain}
+    return jobs
+
+
+def stage_usage(jobs: dict[str, dict], job_ids: Iterable[str], step_name: str | None = None,
+                step_id: str | None = None) -> dict | None:
+    """What one stage cost, over every job that ran an attempt of it (see `_stage_parts`)."""
+    ids = [j for j in dict.fromkeys(str(j) for j in job_ids if j) if j in jobs]
+    parts = []
+    for i, job in enumerate(ids):
+        parts += _stage_parts(jobs[job], step_name, step_id if i == len(ids) - 1 else None)
+    return combine(parts)
+
+
+def _stage_parts(job: dict, step_name: str | None, step_id: str | None) -> list[dict]:
+    """A job named after the stage (one job per stage) is all that stage's: every attempt. In a
+    job named otherwise (one allocation for the whole DAG) the stage is its own steps, named
+    `<experiment>.<stage>`, in every attempt (step numbers restart when a job is requeued); a
+    recorded step id is the fallback. Never the whole allocation for a stage that ran as a step."""
+    if not step_name or job["name"] == step_name:
+        return [attempt_usage(a) for a in job["attempts_detail"]]
+    named = [s for a in job["attempts_detail"] for s in a["steps"].values() if s["name"] == step_name]
+    if named:
+        return named
+    if step_id is not None:
+        step = job["attempts_detail"][-1]["steps"].get(str(step_id))
+        return [step] if step else []
+    return [attempt_usage(a) for a in job["attempts_detail"]]
 
 
 def cpu_efficiency(totalcpu_s: float | None, elapsed_s: float | None, cpus: int | None) -> float | None:
@@ -90,28 +210,34 @@ def cpu_efficiency(totalcpu_s: float | None, elapsed_s: float | None, cpus: int 
 
 
 def sacct_columns(summary: dict | None) -> dict:
+    """A summary (`combine`) -> the sacct_* columns of efficiency.csv."""
     if not summary:
         return {}
-    rss = summary.get("maxrss_mb")
+
+    def mb(v):
+        return None if v is None else round(v, 1)
     return {
         "sacct_state": summary.get("state"),
+        "sacct_attempts": summary.get("attempts"),
         "sacct_elapsed_s": summary.get("elapsed_s"),
         "sacct_totalcpu_s": summary.get("totalcpu_s"),
-        "sacct_cpu_eff": cpu_efficiency(summary.get("totalcpu_s"), summary.get("elapsed_s"),
-                                        summary.get("alloc_cpus")),
-        "sacct_maxrss_mb": None if rss is None else round(rss, 1),
+        # core-seconds allocated over every attempt: elapsed x AllocCPUS, summed
+        "sacct_cpu_eff": cpu_efficiency(summary.get("totalcpu_s"), summary.get("core_s"), 1),
+        "sacct_maxrss_task_mb": mb(summary.get("maxrss_task_mb")),
+        "sacct_maxrss_step_mb": mb(summary.get("maxrss_step_mb")),
     }
 
 
 def query_sacct(job_ids: Iterable[str]) -> tuple[dict[str, dict], str | None]:
-    """Run sacct for these jobs. Returns (summaries, None) or ({}, why accounting is unavailable)."""
-    ids = sorted({j for j in job_ids if j and str(j)[0].isdigit()})
+    """Run sacct (every attempt of each job) for these jobs. Returns (summaries, None) or
+    ({}, why accounting is unavailable)."""
+    ids = sorted({str(j) for j in job_ids if j and str(j)[0].isdigit()})
     if not ids:
         return {}, "no SLURM job ids recorded (stages ran locally)"
     if shutil.which("sacct") is None:
         return {}, "`sacct` is not installed here"
     try:
-        out = subprocess.run(["sacct", "--parsable2", "--noheader", "-j", ",".join(ids),
+        out = subprocess.run(["sacct", "--duplicates", "--parsable2", "--noheader", "-j", ",".join(ids),
                               "-o", ",".join(SACCT_FIELDS)], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         return {}, f"sacct failed: {err}"

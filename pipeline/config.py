@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +21,28 @@ from . import registry
 from .schema import ConfigError, build, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-TIME_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
-MEM_RE = re.compile(r"^\d+[KMGT]?$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")   # fullmatch: `$` would let "a\n" through
+MEM_RE = re.compile(r"\d+[KMGT]?")                  # fullmatch
+# sbatch(1) --time: "M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S".
+TIME_RE = re.compile(r"(?:([0-9]+)-)?([0-9]+(?::[0-9]+){0,2})")   # fullmatch
+TIME_FORMS = "M, M:S, H:M:S, D-H, D-H:M, D-H:M:S"
+# Control characters (newline, tab, NUL, C1, Unicode line breaks) would end or corrupt an
+# #SBATCH line; the job script would then run with options nobody wrote.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass
 class Resources:
     partition: Optional[str] = field(default=None, metadata={"help": "SLURM partition (default: cluster's)"})
-    time: str = field(default="00:30:00", metadata={"help": "time limit, [D-]HH:MM:SS or minutes"})
+    time: str = field(default="00:30:00", metadata={"help": f"time limit, as sbatch reads it: {TIME_FORMS}"})
     gpus: int = field(default=0, metadata={"min": 0})
     cpus_per_task: int = field(default=1, metadata={"min": 1})
     mem: str = field(default="2G", metadata={"help": "memory per node, e.g. 4G or 512M"})
     constraint: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None
-    extra: dict[str, str] = field(default_factory=dict, metadata={"help": "extra sbatch options, e.g. {mail-type: END}"})
+    extra: dict[str, bool | str] = field(default_factory=dict, metadata={
+        "help": "extra sbatch long options, e.g. {mail-type: END, exclusive: true}"})
 
 
 @dataclass
@@ -127,10 +134,13 @@ def load(config_path: str | Path, overrides: list[str] = (), root: Path | None =
         raise ConfigError("", f"config file not found: {path}")
     merged = _deep_merge(_read_yaml(defaults_path(path)), _read_yaml(path))
     merged.setdefault("name", path.stem)
-    try:
-        for item in overrides:
+    for item in overrides:
+        try:
             _apply_override(merged, item)
-        _absolutize_paths(merged, root or Path.cwd())
+        except ConfigError as err:
+            raise err.with_source(f"{path} (from --set {item})") from None
+    _absolutize_paths(merged, root or Path.cwd())
+    try:
         return from_raw(merged, str(path))
     except ConfigError as err:
         raise err.with_source(_describe_source(path, overrides, err.key)) from None
@@ -141,7 +151,10 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
     top = build(_Top, copy.deepcopy(raw))
     registry.load_modules(top.stage_modules)
     _check_name("name", top.name)
+    # Checked on its own before it is merged into the stages, so that a bad value here (or from
+    # `--set resources.x=...`) is reported under the key the user wrote, once.
     base_resources = build(Resources, top.resources, "resources")
+    _check_resources(base_resources, "resources")
     stages = {name: _build_stage(name, spec, base_resources) for name, spec in top.stages.items()}
     if not stages:
         raise ConfigError("stages", "an experiment needs at least one stage")
@@ -149,6 +162,25 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
     check_graph(stages)
     return Experiment(top.name, top.seed, top.description, top.paths, top.setup, base_resources,
                       top.signal_delay_s, top.stage_modules, stages, source, raw)
+
+
+def resolved_stage_config(exp: Experiment, name: str, fingerprint: str, index: int | None = None) -> dict:
+    """What a stage's config.yaml records: the stage as written, its resolved kind, needs,
+    parameters (defaults filled in) and resources, and the experiment-wide settings; not the other
+    stages (1,000 stages each writing the whole experiment made `run all` quadratic).
+
+    `stage_index` is the stage's position in the experiment file (report.py orders rows by it);
+    pass `index` when writing many stages, else it is looked up (a scan of the stage names).
+    For people and the report: `experiment` keeps only this stage, so its `needs` name stages
+    that are not there and from_raw() would refuse it; reload the experiment file instead.
+    """
+    stage = exp.stages[name]
+    experiment = {k: v for k, v in exp.raw.items() if k != "stages"}
+    experiment["stages"] = {name: exp.raw["stages"][name]}
+    return {"stage": name, "fingerprint": fingerprint,
+            "stage_index": list(exp.stages).index(name) if index is None else index,
+            "kind": stage.kind, "needs": list(stage.needs), "params": stage.params_dict(),
+            "resources": to_dict(stage.resources), "setup": list(stage.setup), "experiment": experiment}
 
 
 def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
@@ -159,11 +191,13 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     if "kind" not in spec:
         raise ConfigError(f"{key}.kind", f"required; valid kinds: {', '.join(registry.kinds())}")
     kind = spec["kind"]
-    if kind not in registry.kinds():
-        raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; valid kinds: {', '.join(registry.kinds())}")
+    try:  # a lookup, not a sorted list of every kind, for each of 1,000 stages
+        kind_params = registry.get(kind).params
+    except (KeyError, TypeError):
+        raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; valid kinds: {', '.join(registry.kinds())}") from None
     reserved = {f.name for f in dataclasses.fields(StageSpec)}
     head = build(StageSpec, {k: v for k, v in spec.items() if k in reserved}, key)
-    params = build(registry.get(kind).params, {k: v for k, v in spec.items() if k not in reserved}, key)
+    params = build(kind_params, {k: v for k, v in spec.items() if k not in reserved}, key)
     resources = build(Resources, {**to_dict(base), **head.resources}, f"{key}.resources")
     _check_resources(resources, f"{key}.resources")
     return Stage(name, kind, head.needs, params, resources, head.setup)
@@ -171,32 +205,130 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
 
 def _check_name(key: str, name: str) -> None:
     # Names become job names, folder names and command arguments: keep them shell- and path-safe.
-    if not SAFE_NAME.match(name):
+    if not SAFE_NAME.fullmatch(name):
         raise ConfigError(key, f"name {name!r} may only use letters, digits, '_', '.', '-' (first: letter or digit)")
 
 
 def _check_resources(r: Resources, key: str) -> None:
-    if not TIME_RE.match(r.time):
-        raise ConfigError(f"{key}.time", f"got {r.time!r}; expected minutes, HH:MM:SS or D-HH:MM:SS")
-    if not MEM_RE.match(r.mem):
+    """What sbatch would read wrongly, or refuse halfway through a DAG, is refused here."""
+    for name in ("partition", "constraint", "account", "qos"):
+        _check_slurm_name(f"{key}.{name}", getattr(r, name))
+    _check_text(f"{key}.time", r.time)
+    try:
+        time_seconds(r.time)
+    except ValueError as err:
+        raise ConfigError(f"{key}.time", f"got {r.time!r}; {err}") from None
+    _check_text(f"{key}.mem", r.mem)
+    if not MEM_RE.fullmatch(r.mem):
         raise ConfigError(f"{key}.mem", f"got {r.mem!r}; expected a number with an optional K/M/G/T suffix")
-    for opt in r.extra:
-        if not re.match(r"^[a-z][a-z0-9-]*$", opt):
-            raise ConfigError(f"{key}.extra.{opt}", "sbatch option names are lowercase words with '-'")
+    for opt, value in r.extra.items():
+        _check_extra(f"{key}.extra.{opt}", opt, value)
+
+
+def _check_text(key: str, value: str) -> None:
+    if CONTROL_RE.search(value):
+        raise ConfigError(key, f"got {value!r}; control characters (newline, tab, NUL, ...) cannot go into "
+                          "an sbatch option")
+
+
+def _check_slurm_name(key: str, value: str | None) -> None:
+    if value is None:
+        return
+    _check_text(key, value)
+    if not value:
+        raise ConfigError(key, "empty; write null to leave the option out")
+    if re.search(r"\s", value):
+        raise ConfigError(key, f"got {value!r}; SLURM names have no spaces (a list is comma-separated)")
+
+
+# sbatch long options (sbatch(1), SLURM 22.05) a stage may add under `resources.extra`.
+SBATCH_OPTIONS = frozenset("""
+    acctg-freq batch bb bbf begin cluster-constraint clusters comment container contiguous core-spec
+    cores-per-socket cpu-freq cpus-per-gpu deadline delay-boot distribution exclude exclusive export
+    export-file extra-node-info get-user-env gpu-bind gpu-freq gpus-per-socket gpus-per-task gres
+    gres-flags hint hold ignore-pbs kill-on-invalid-dep licenses mail-type mail-user mcs-label mem-bind
+    mincpus network nice no-kill no-requeue nodefile nodelist nodes ntasks ntasks-per-core ntasks-per-gpu
+    ntasks-per-node ntasks-per-socket overcommit oversubscribe power prefer priority profile propagate
+    reboot requeue reservation sockets-per-node spread-job switches thread-spec threads-per-core
+    time-min tmp use-min-nodes wckey""".split())
+FLAG_OPTIONS = frozenset("contiguous hold ignore-pbs no-requeue overcommit oversubscribe reboot requeue "
+                         "spread-job use-min-nodes".split())
+OPTIONAL_VALUE_OPTIONS = frozenset("exclusive export get-user-env nice no-kill propagate".split())
+# Options the pipeline writes itself (or that would break how it submits and reads jobs).
+PIPELINE_OPTIONS = {
+    "time": "use resources.time", "partition": "use resources.partition", "mem": "use resources.mem",
+    "mem-per-cpu": "use resources.mem (sbatch refuses --mem together with --mem-per-cpu)",
+    "mem-per-gpu": "use resources.mem (sbatch refuses --mem together with --mem-per-gpu)",
+    "cpus-per-task": "use resources.cpus_per_task", "gpus": "use resources.gpus",
+    "gpus-per-node": "use resources.gpus", "constraint": "use resources.constraint",
+    "account": "use resources.account", "qos": "use resources.qos",
+    "job-name": "jobs are named <experiment>.<stage>", "dependency": "use the stage's `needs`",
+    "signal": "use signal_delay_s", "output": "logs go to paths.logs", "error": "logs go to paths.logs",
+    "open-mode": "logs are appended across requeues", "chdir": "jobs cd to the submit directory (setup)",
+    "array": "one job per stage: add stages instead", "wrap": "the pipeline writes the job script",
+    "parsable": "the pipeline reads sbatch's reply itself", "wait": "submit returns at once (or use --wait)",
+}
+
+
+def _check_extra(key: str, opt: str, value: bool | str) -> None:
+    """`resources.extra`: sbatch long options by name, from sbatch(1), and their values."""
+    if opt in PIPELINE_OPTIONS:
+        raise ConfigError(key, f"the pipeline sets --{opt} itself; {PIPELINE_OPTIONS[opt]}")
+    if opt not in SBATCH_OPTIONS:
+        close = difflib.get_close_matches(opt.lower().replace("_", "-"), [*SBATCH_OPTIONS, *PIPELINE_OPTIONS], n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(key, f"unknown sbatch option {opt!r}; {hint}(sbatch long option names without '--'; "
+                          f"these have their own keys, not extra: {', '.join(PIPELINE_OPTIONS)})")
+    if value is False:
+        raise ConfigError(key, f"got false; leave --{opt} out instead")
+    if value is True and opt not in FLAG_OPTIONS | OPTIONAL_VALUE_OPTIONS:
+        raise ConfigError(key, f"--{opt} needs a value, got true")
+    if isinstance(value, str) and opt in FLAG_OPTIONS:
+        raise ConfigError(key, f"--{opt} is a flag and takes no value, got {value!r}; write `{opt}: true`")
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(key, f"--{opt} needs a value, got ''")
+        _check_text(key, value)
+
+
+def time_seconds(time: str) -> int:
+    """SLURM time limit -> seconds; ValueError says what is wrong with it.
+
+    Forms as sbatch(1) reads --time: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S. SLURM itself does not
+    range-check the fields (99:99 runs as 100:39), so a typo silently changes the limit: every
+    field after the first must be in range here. 0 means UNLIMITED to SLURM: refused too.
+    """
+    if time.strip().lower() in ("unlimited", "infinite"):
+        raise ValueError("set a real limit, e.g. 2-00:00:00: the pipeline checkpoints and requeues a job "
+                         "when SLURM signals it signal_delay_s before its limit")
+    match = TIME_RE.fullmatch(time)
+    if not match:
+        raise ValueError(f"expected one of the SLURM forms {TIME_FORMS} (e.g. 30, 01:30:00, 2-12)")
+    days, clock = match.groups()
+    values = [int(v) for v in clock.split(":")]
+    names = _TIME_FIELDS[days is not None, len(values)]
+    fields = ([("days", int(days))] if days is not None else []) + list(zip(names, values))
+    form = ("D-" if days is not None else "") + ":".join(n[0].upper() for n in names)
+    for name, value in fields[1:]:          # the leading field may be as large as wanted
+        if value > _TIME_MAX[name]:
+            raise ValueError(f"{name} must be 0-{_TIME_MAX[name]} in the form {form} "
+                             f"(SLURM forms: {TIME_FORMS})")
+    total = sum(_TIME_SECONDS[name] * value for name, value in fields)
+    if total == 0:
+        raise ValueError("a time limit of 0 means UNLIMITED to SLURM; set a real limit, e.g. 00:30:00")
+    return total
+
+
+_TIME_FIELDS = {  # (days given?, number of ':'-separated fields) -> what they are, per sbatch(1)
+    (False, 1): ("minutes",), (False, 2): ("minutes", "seconds"), (False, 3): ("hours", "minutes", "seconds"),
+    (True, 1): ("hours",), (True, 2): ("hours", "minutes"), (True, 3): ("hours", "minutes", "seconds")}
+_TIME_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+_TIME_MAX = {"hours": 23, "minutes": 59, "seconds": 59}
 
 
 def time_minutes(time: str) -> int:
-    """SLURM time string -> whole minutes, rounded up (submitit wants minutes).
-
-    Forms (sbatch(1)): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
-    """
-    days, _, rest = time.rpartition("-")
-    nums = [int(x) for x in rest.split(":")]
-    if days:
-        h, m, s = (nums + [0, 0])[:3]
-    else:
-        h, m, s = ([0] * (3 - len(nums)) + nums) if len(nums) == 3 else (0, nums[0], nums[1] if len(nums) == 2 else 0)
-    return int(days or 0) * 1440 + h * 60 + m + (1 if s else 0)
+    """SLURM time string -> whole minutes, rounded up (submitit wants minutes)."""
+    return -(-time_seconds(time) // 60)
 
 
 def mem_mb(mem: str) -> float:
@@ -205,11 +337,61 @@ def mem_mb(mem: str) -> float:
     return int(number) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit or "M"]
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads `10:30` as the text a SLURM time is."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _refuse_duplicate_keys(node)
+        return node
+
+    def resolve(self, kind, value, implicit):
+        tag = super().resolve(kind, value, implicit)
+        # YAML 1.1 reads unquoted 10:30 as the base-60 integer 630 (and 1:30:00 as 5400): as a
+        # time limit that is 630 minutes, not 10 min 30 s. Nothing in a config is base 60.
+        if kind is yaml.ScalarNode and ":" in value and tag in (_INT_TAG, _FLOAT_TAG):
+            return "tag:yaml.org,2002:str"
+        return tag
+
+
+_INT_TAG, _FLOAT_TAG, _MERGE_TAG = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "merge"))
+
+
+def _refuse_duplicate_keys(root: yaml.Node | None) -> None:
+    """Of two equal keys in one mapping the last would win silently: refuse, with both lines."""
+    stack, seen = [(root, "")], set()
+    while stack:                       # iterative: nesting depth is the user's
+        node, path = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))             # aliases share nodes (and can loop)
+        if isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key, line = f"{path}.{key_node.value}" if path else key_node.value, key_node.start_mark.line + 1
+            if key_node.value in lines:
+                raise ConfigError(key, f"appears twice (lines {lines[key_node.value]} and {line}); "
+                                  "the last would silently win: keep one")
+            lines[key_node.value] = line
+            stack.append((value_node, key))
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError("", f"not valid YAML: {err}", str(path)) from None
+    except ConfigError as err:
+        raise err.with_source(str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError("", "expected a mapping at the top level", str(path))
     return data
@@ -227,7 +409,8 @@ def _apply_override(data: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError("", f"--set {item!r}: expected KEY=VALUE, e.g. stages.train.epochs=3")
     key, text = item.split("=", 1)
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
     if parts[0] == "stages" and len(parts) > 1 and parts[1] not in data.get("stages", {}):
         raise ConfigError(key, f"--set names no stage {parts[1]!r}; stages: {', '.join(data.get('stages', {}))}")
     node = data
@@ -236,9 +419,11 @@ def _apply_override(data: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(".".join(parts[: i + 1]), f"--set {item!r}: this key holds a value, not a mapping")
     try:
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+        node[parts[-1]] = _parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         node[parts[-1]] = text
+    except ConfigError as err:     # a duplicate key inside the value: name it from the top
+        raise ConfigError(f"{key}.{err.key}", err.message) from None
 
 
 def _absolutize_paths(data: dict, root: Path) -> None:
@@ -250,5 +435,9 @@ def _absolutize_paths(data: dict, root: Path) -> None:
 
 
 def _describe_source(path: Path, overrides: list[str], key: str) -> str:
-    hits = [o for o in overrides if key and (o.split("=", 1)[0] == key or key.startswith(o.split("=", 1)[0] + "."))]
+    """The file, and the last `--set` that wrote `key` or a mapping holding it: its value is wrong."""
+    def wrote(item: str) -> bool:
+        target = item.split("=", 1)[0].strip()
+        return key == target or key.startswith((target + ".", target + "["))
+    hits = [o for o in overrides if key and wrote(o)]
     return f"{path} (from --set {hits[-1]})" if hits else str(path)

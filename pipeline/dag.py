@@ -21,24 +21,35 @@ def check_graph(stages: Mapping[str, HasNeeds]) -> None:
 
 
 def topological_order(stages: Mapping[str, HasNeeds]) -> list[str]:
-    """Depth-first order that keeps the file's order among independent stages."""
+    """Depth-first order that keeps the file's order among independent stages.
+
+    Iterative with an explicit stack, so a chain of any length cannot exceed Python's recursion
+    limit; each stage and each `needs` entry is visited once (linear time).
+    """
     order: list[str] = []
-    state: dict[str, str] = {}  # name -> "visiting" | "done"
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            cycle = path[path.index(name):] + [name]
-            raise ConfigError(f"stages.{name}.needs", f"cycle: {' -> '.join(cycle)}")
-        state[name] = "visiting"
-        for dep in stages[name].needs:
-            visit(dep, path + [name])
-        state[name] = "done"
-        order.append(name)
-
-    for name in stages:
-        visit(name, [])
+    done: set[str] = set()
+    on_path: dict[str, int] = {}  # stage being visited -> its position on the stack
+    for root in stages:
+        if root in done:
+            continue
+        stack = [(root, iter(stages[root].needs))]
+        on_path[root] = 0
+        while stack:
+            name, deps = stack[-1]
+            for dep in deps:
+                if dep in done:
+                    continue
+                if dep in on_path:
+                    cycle = [n for n, _ in stack[on_path[dep]:]] + [dep]
+                    raise ConfigError(f"stages.{dep}.needs", f"cycle: {' -> '.join(cycle)}")
+                on_path[dep] = len(stack)
+                stack.append((dep, iter(stages[dep].needs)))
+                break
+            else:  # every need of `name` is placed: place it
+                stack.pop()
+                del on_path[name]
+                done.add(name)
+                order.append(name)
     return order
 
 
@@ -50,15 +61,12 @@ def select(stages: Mapping[str, HasNeeds], targets: Sequence[str]) -> list[str]:
     if unknown:
         raise ConfigError("", f"no stage {unknown[0]!r}; stages: {', '.join(stages)} (or 'all')")
     wanted: set[str] = set()
-
-    def add(name: str) -> None:
+    todo = list(targets)
+    while todo:
+        name = todo.pop()
         if name not in wanted:
             wanted.add(name)
-            for dep in stages[name].needs:
-                add(dep)
-
-    for t in targets:
-        add(t)
+            todo.extend(stages[name].needs)
     return [s for s in topological_order(stages) if s in wanted]
 
 
@@ -70,7 +78,9 @@ def forced(stages: Mapping[str, HasNeeds], targets: Sequence[str]) -> set[str]:
 def downstream(stages: Mapping[str, HasNeeds], name: str) -> list[str]:
     """Every stage that needs `name`, directly or not, in topological order."""
     hit = {name}
-    for s in topological_order(stages):
+    out = []
+    for s in topological_order(stages):  # needs come first, so one pass sees every path
         if any(d in hit for d in stages[s].needs):
             hit.add(s)
-    return [s for s in topological_order(stages) if s in hit and s != name]
+            out.append(s)
+    return out

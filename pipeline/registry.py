@@ -7,9 +7,7 @@ in-process for tests.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
-import inspect
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +23,15 @@ class StageKind:
     module: str
 
     def code_version(self) -> str:
-        """Hash of the module that implements the kind: a code change reruns the stage."""
-        source = inspect.getsource(inspect.getmodule(self.run))
-        return hashlib.sha256(source.encode()).hexdigest()[:12]
+        """Hash of the kind's module and every project module it imports, transitively: a change
+        to any of them (e.g. the shared training loop) reruns the stage. Cached per process."""
+        from .fingerprint import code_version
+        return code_version(self.module)
+
+    def code_closure(self) -> list[str]:
+        """The project modules whose sources make up code_version(), sorted."""
+        from .fingerprint import code_closure
+        return [name for name, _ in code_closure(self.module)]
 
 
 @dataclasses.dataclass
@@ -56,9 +60,30 @@ class StageContext:
                              f"({', '.join(self.upstream) or 'none'}); add it there")
         return self.upstream[name]
 
+    def load_upstream(self, stage: str, filename: str, loader: Callable[[Path], Any]) -> Any:
+        """`loader(path)` on a file of upstream stage `stage`; any failure to read it becomes one
+        UpstreamError naming the file and the stage to rerun (the engine then marks that stage
+        corrupt, so the next `submit all` reruns it)."""
+        path = self.need(stage) / filename
+        if not path.exists():
+            raise UpstreamError(stage, path, "is missing")
+        try:
+            return loader(path)
+        except Exception as err:  # noqa: BLE001 - any reader error means the file is unusable
+            raise UpstreamError(stage, path, f"cannot be read ({type(err).__name__}: {err})") from err
+
     def record(self, **fields: Any) -> None:
         """Add fields to this stage's accounting.json (e.g. trainable_params, epochs)."""
         self.accounting.update(fields)
+
+
+class UpstreamError(RuntimeError):
+    """An upstream stage's file is missing or cannot be read: that stage must run again."""
+
+    def __init__(self, stage: str, path: Path, problem: str):
+        self.stage, self.path = stage, path
+        super().__init__(f"upstream file {path} {problem}; it is written by stage {stage!r}, which is now "
+                         f"marked corrupt: rerun it and what follows with `python -m pipeline submit all`")
 
 
 def register(kind: str, params: type):

@@ -27,8 +27,9 @@ def allocation(exp: Experiment) -> dict:
         "gres": f"gpu:{max(s.resources.gpus for s in stages)}" if any(s.resources.gpus for s in stages) else None,
         "partition": exp.resources.partition, "constraint": exp.resources.constraint,
         "account": exp.resources.account, "qos": exp.resources.qos,
-        # logs/ exists in every checkout; SLURM does not create the folder of --output.
-        "output": f"logs/{exp.name}-%j.out",
+        # No --output: SLURM opens it before the script runs and, if its folder is missing, the job
+        # fails with no log anywhere. Its default (slurm-<jobid>.out in the submit directory) only
+        # names the log the script writes itself (see render). Append: a requeued job adds to it.
         "open-mode": "append",
         # Ask for USR1 before the time limit: `pipeline run` requeues the job, which resumes
         # from the stages' checkpoints (finished stages are skipped by their _SUCCESS markers).
@@ -42,8 +43,9 @@ def render(exp: Experiment, config_arg: str, overrides: list[str] = ()) -> str:
     lines = [
         "#!/bin/bash",
         f"# Rendered by `python -m pipeline render -c {config_arg}`: edit the YAML, not this file.",
-        f"# Runs every stage of experiment {exp.name!r} in one allocation; submit from the repo root:",
-        f"#   sbatch sbatch/{exp.name}.sbatch",
+        f"# Runs every stage of experiment {exp.name!r} in one allocation, each stage as its own job step",
+        f"# (srun; sacct accounts each apart). Submit from the repo root: sbatch sbatch/{exp.name}.sbatch",
+        f"# Log: logs/{exp.name}-<jobid>.out (slurm-<jobid>.out names it).",
     ]
     for key, value in allocation(exp).items():
         if value is True:
@@ -54,12 +56,18 @@ def render(exp: Experiment, config_arg: str, overrides: list[str] = ()) -> str:
         "",
         "set -eo pipefail",
         'cd "${PIPELINE_ROOT:-$SLURM_SUBMIT_DIR}"',
+        'if [ -n "${SLURM_JOB_ID:-}" ]; then  # the log folder first: a missing logs/ must not lose the log',
+        "  mkdir -p logs",
+        f'  export PIPELINE_LOG="$PWD/logs/{exp.name}-$SLURM_JOB_ID.out"',
+        '  echo "log: $PIPELINE_LOG"',
+        '  exec >>"$PIPELINE_LOG" 2>&1',
+        "fi",
         "",
         "# setup (configs/defaults.yaml and the experiment's `setup`)",
         *exp.setup,
         *dict.fromkeys(line for s in exp.stages.values() for line in s.setup),
         "",
-        "exec python -m pipeline run all -c " + " ".join(
+        "exec python -m pipeline run all --as-steps -c " + " ".join(
             [shlex.quote(config_arg)] + [f"--set {shlex.quote(o)}" for o in overrides]),
         "",
     ]

@@ -1,51 +1,120 @@
 """results/efficiency.csv and results/report.md from every stage's accounting.json + sacct."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import re
+import sys
 from pathlib import Path
 
 from . import state
-from .accounting import COLUMNS, query_sacct, sacct_columns
+from .accounting import COLUMNS, ENDED_STATES, query_sacct, sacct_columns, stage_usage
 
-SUMMARY_COLUMNS = ("stage", "kind", "status", "job_id", "device", "wall_s", "throughput_per_s",
-                   "val_acc", "test_acc", "sacct_state", "sacct_elapsed_s", "sacct_cpu_eff", "sacct_maxrss_mb")
+SUMMARY_COLUMNS = ("stage", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s",
+                   "throughput_per_s", "val_acc", "test_acc", "sacct_state", "sacct_attempts", "sacct_elapsed_s",
+                   "sacct_cpu_eff", "sacct_maxrss_task_mb", "sacct_maxrss_step_mb")
+# A folder under results/<exp>/ is a stage's when the engine wrote one of these into it.
+STAGE_FILES = ("config.yaml", state.SUCCESS, state.JOB_RECORD, "accounting.json")
+UNREADABLE = "accounting-unreadable"
 
 
 def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
-    """One row per stage folder that has an accounting.json, enriched from sacct."""
+    """One row per stage folder, enriched from sacct. A stage whose accounting.json is unreadable,
+    or missing although the stage finished, keeps its row (status accounting-unreadable, the job
+    id from job.json so the sacct columns still fill) and a warning goes to stderr."""
     exp_dir = results / experiment
     records = []
-    for path in sorted(exp_dir.glob("*/accounting.json")):
-        # A stage may add rows of its own (e.g. one per benchmarked variant) beside its record.
-        records += [state.read_json(path)] + (state.read_json(path.parent / "accounting_extra.json", []) or [])
+    for stage_dir in _stage_dirs(exp_dir):
+        records += _stage_records(stage_dir, experiment)
     records = [r for r in records if r]
-    sacct, why = query_sacct(str(r.get("job_id") or "") for r in records)
+    sacct, why = query_sacct(j for r in records for j in _job_ids(r))
     rows = []
     for rec in records:
-        row = {**rec, **sacct_columns(sacct.get(str(rec.get("job_id") or "")))}
+        usage = stage_usage(sacct, _job_ids(rec), f"{experiment}.{str(rec.get('stage')).split(':')[0]}",
+                            rec.get("step_id"))
+        row = {**rec, **sacct_columns(usage)}
         rows.append({c: row.get(c) for c in COLUMNS})
     order = _stage_order(exp_dir)
-    rows.sort(key=lambda r: order.get(r["stage"].split(":")[0], len(order)))
+    rows.sort(key=lambda r: order.get(str(r["stage"]).split(":")[0], len(order)))
     return rows, why
 
 
+def _stage_dirs(exp_dir: Path) -> list[Path]:
+    if not exp_dir.is_dir():
+        return []
+    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and any((p / f).exists() for f in STAGE_FILES))
+
+
+def _stage_records(stage_dir: Path, experiment: str) -> list[dict]:
+    """The stage's accounting record and the extra rows it added (e.g. one per benchmarked variant)."""
+    path = stage_dir / "accounting.json"
+    record, problem = _read_record(path)
+    if problem is None and record is None and not (stage_dir / state.SUCCESS).exists():
+        return []   # not started yet, or still running its first attempt: nothing to account
+    if problem is not None or record is None:
+        problem = problem or "missing, although the stage finished (_SUCCESS is there)"
+        print(f"[pipeline] warning: {path}: {problem}; its efficiency.csv row is marked {UNREADABLE}",
+              file=sys.stderr, flush=True)
+        record = _placeholder(stage_dir, experiment)
+    extra = state.read_json(stage_dir / "accounting_extra.json", []) or []
+    return [record] + [r for r in extra if isinstance(r, dict)]
+
+
+def _read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None), (None, None) when there is no file, or (None, what is wrong with it)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    if not isinstance(data, dict):
+        return None, f"unreadable (a JSON {type(data).__name__}, not an object)"
+    return data, None
+
+
+def _placeholder(stage_dir: Path, experiment: str) -> dict:
+    """The row of a stage without a readable record: what job.json and config.yaml still say."""
+    job = state.job_record(stage_dir)
+    kind = None
+    with contextlib.suppress(Exception):
+        import yaml
+        cfg = yaml.safe_load((stage_dir / "config.yaml").read_text()) or {}
+        kind = cfg["experiment"]["stages"][stage_dir.name]["kind"]
+    return {"experiment": experiment, "stage": stage_dir.name, "kind": kind, "status": UNREADABLE,
+            "job_id": job.get("job_id"), "step_id": job.get("step_id"), "config_hash": job.get("fingerprint")}
+
+
+def _job_ids(rec: dict) -> list[str]:
+    """Every SLURM job that ran an attempt of this stage's current result, oldest first."""
+    ids = [str(j) for j in (rec.get("job_ids") or []) if j]
+    if rec.get("job_id") and str(rec["job_id"]) not in ids:
+        ids.append(str(rec["job_id"]))
+    return ids
+
+
 def _stage_order(exp_dir: Path) -> dict[str, int]:
-    """Stages in the order of the experiment file, as the newest stage's resolved config has it."""
+    """Stages in the order of the experiment file: each stage's config.yaml records its index
+    (older ones hold the whole experiment, in order)."""
     import yaml
-    configs = sorted(exp_dir.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime)
-    if not configs:
-        return {}
-    resolved = yaml.safe_load(configs[-1].read_text()) or {}
-    return {s: i for i, s in enumerate(resolved.get("experiment", {}).get("stages", {}))}
+    order: dict[str, int] = {}
+    for path in sorted(exp_dir.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime):
+        with contextlib.suppress(Exception):
+            resolved = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+            if "stage_index" in resolved:
+                order[str(resolved.get("stage"))] = int(resolved["stage_index"])
+            else:
+                order.update({s: i for i, s in enumerate(resolved.get("experiment", {}).get("stages", {}))})
+    return order
 
 
 def write_report(results: Path, experiments: list[str] | None = None) -> tuple[Path, Path]:
     """Rewrite efficiency.csv (other experiments' rows kept) and report.md for all experiments."""
     results = Path(results)
-    experiments = experiments or sorted(p.name for p in results.iterdir()
-                                        if p.is_dir() and any(p.glob("*/accounting.json")))
+    experiments = experiments or sorted(p.name for p in results.iterdir() if p.is_dir() and (
+        any(p.glob("*/accounting.json")) or any(p.glob(f"*/{state.SUCCESS}"))))
     rows_by_exp = {e: collect(results, e) for e in experiments}
     csv_path = results / "efficiency.csv"
     kept = [r for r in _read_csv(csv_path) if r.get("experiment") not in rows_by_exp]
@@ -72,6 +141,7 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
     out = [f"## {experiment}\n", _markdown_table(rows, SUMMARY_COLUMNS), ""]
     if sacct_why:
         out.append(f"SLURM accounting (sacct) columns are empty: {sacct_why}.\n")
+    out += _accounting_notes(results, experiment, rows)
     skipped = [r for r in rows if r.get("status") == "skipped"]
     for r in skipped:
         out.append(f"- `{r['stage']}` was skipped: {r.get('skip_reason')}")
@@ -80,6 +150,35 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
         if fragment.exists():
             out.append(_relink(fragment.read_text(), f"{experiment}/{r['stage']}"))
     return "\n".join(out) + "\n"
+
+
+def _accounting_notes(results: Path, experiment: str, rows: list[dict]) -> list[str]:
+    """Say why cells are empty or rows thin, so no number is read as something it is not."""
+    notes = []
+    live = [r["stage"] for r in rows if r.get("sacct_state") and not r.get("sacct_totalcpu_s")
+            and r.get("sacct_state") not in ENDED_STATES]
+    if live:
+        notes.append(f"CPU time and efficiency are filled once the job ends (sacct counts only finished "
+                     f"steps): {', '.join(f'`{s}`' for s in live)} still running or pending.\n")
+    for r in rows:
+        if r.get("status") == UNREADABLE:
+            path = results / experiment / str(r["stage"]) / "accounting.json"
+            what = "unreadable (truncated or corrupt)" if path.exists() else "missing"
+            notes.append(f"- `{r['stage']}`: {path} is {what}: its row has only the job id and sacct's "
+                         "numbers; rerun the stage (`submit --force`) to record it again.")
+    resumed = [r for r in rows if _int(r.get("attempts")) > 1 or _int(r.get("sacct_attempts")) > 1]
+    if resumed:
+        notes.append("Resumed stages (wall_s, sacct elapsed and CPU summed over every attempt): " + ", ".join(
+            f"`{r['stage']}` ({r.get('attempts') or '?'} attempts, sacct {r.get('sacct_attempts') or '?'})"
+            for r in resumed) + ".\n")
+    return notes
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _relink(markdown: str, prefix: str) -> str:

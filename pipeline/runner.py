@@ -1,12 +1,15 @@
 """Run stages in this process: what SLURM jobs, the local executor and tests all call."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -16,7 +19,7 @@ import yaml
 from . import registry, state
 from .config import REPO_ROOT, Experiment
 from .dag import forced, select
-from .registry import StageContext
+from .registry import StageContext, UpstreamError
 
 # Metrics a stage returns that become efficiency.csv columns of the same name.
 METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1")
@@ -24,6 +27,15 @@ METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "mac
 
 class UpstreamNotDone(RuntimeError):
     pass
+
+
+class StageStopped(BaseException):
+    """SIGTERM reached a running stage (scancel, or the end of the job): it stops unfinished."""
+
+
+# submitit raises this from its time-limit signal handler when it will not requeue the job:
+# the stage was interrupted, not broken, so a later run resumes it.
+_INTERRUPTION_NAMES = {"UncompletedJobError"}
 
 
 def stage_logger(exp: str, stage: str) -> logging.Logger:
@@ -37,64 +49,226 @@ def stage_logger(exp: str, stage: str) -> logging.Logger:
     return log
 
 
-def run_stage(exp: Experiment, name: str, job_id: str | None = None) -> dict:
-    """Run one stage; write metrics.json, accounting.json, config.yaml, then _SUCCESS last."""
+def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict | None = None,
+              fresh: bool = False) -> dict:
+    """Run one stage; write metrics.json, accounting.json, config.yaml, then _SUCCESS last.
+
+    It resumes only an attempt that was interrupted (requeue, preemption, time limit, kill) with
+    the same fingerprint; otherwise, or when `fresh`, it first removes the earlier run's outputs.
+    """
     stage = exp.stages[name]
-    fps = state.fingerprints(exp)
-    for dep in stage.needs:
-        if not state.is_done(exp.stage_dir(dep), fps[dep]):
-            raise UpstreamNotDone(
-                f"stage {name!r} needs {dep!r}, which has not finished with the current config "
-                f"({state.explain(exp.stage_dir(dep), fps[dep])}); run or submit {dep!r} first")
+    fps = fps or state.fingerprints(exp)
+    check_upstream(exp, name, fps)
     out = exp.stage_dir(name)
+    log = stage_logger(exp.name, name)
     with state.exclusive_lock(out / ".run.lock", f"a run of stage {exp.name}/{name}"):
         state.clear_success(out)  # from here on the stage is not done until it says so
+        tries = _begin_attempt(out, fps[name], job_id, fresh, log)
+        _record_job(out, job_id, fps[name])
         state.atomic_write_text(out / "config.yaml", yaml.safe_dump(
-            {"stage": name, "fingerprint": fps[name], "experiment": exp.raw}, sort_keys=False))
+            stage_config(exp, name, fps[name]), sort_keys=False))
         ctx = _context(exp, name, out, fps[name])
         record = _base_record(exp, name, job_id, fps[name])
-        ctx.log.info("start %s (kind %s, fingerprint %s, job %s)", name, stage.kind, fps[name], job_id or "-")
+        log.info("start %s (kind %s, fingerprint %s, job %s, attempt %d)", name, stage.kind, fps[name],
+                 job_id or "-", len(tries["attempts"]))
         started = time.time()
-        try:
-            metrics = registry.get(stage.kind).run(stage.params, ctx) or {}
-        except (SystemExit, KeyboardInterrupt) as err:
-            # Preemption/time-limit requeue (submitit exits on USR2) or Ctrl-C: not a failure.
-            record.update(_finish(started), status="interrupted", error=f"{type(err).__name__}: {err}")
-            state.atomic_write_json(out / "accounting.json", {**record, **ctx.accounting})
-            ctx.log.warning("stage %s interrupted (%s); a rerun resumes from its checkpoint", name, type(err).__name__)
-            raise
-        except BaseException as err:
-            record.update(_finish(started), status="failed", error=f"{type(err).__name__}: {err}")
-            state.atomic_write_json(out / "accounting.json", {**record, **ctx.accounting})
-            ctx.log.error("stage %s failed:\n%s", name, traceback.format_exc())
-            raise
+        with _StopOnSigterm() as stopper, _heartbeat(out / state.ATTEMPTS):
+            try:
+                metrics = registry.get(stage.kind).run(stage.params, ctx) or {}
+                stopper.disarm()  # the stage's work is complete: a SIGTERM from now on changes nothing
+            except BaseException as err:
+                stopper.disarm()
+                _end_failed_attempt(exp, name, err, ctx, record, tries, started)
+                raise
         status = metrics.pop("status", "done")
         record.update(_finish(started), status=status, skip_reason=metrics.pop("skip_reason", None))
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
         record.update(ctx.accounting)
+        record.update(_close_attempt(tries, status, record["wall_s"]))
         state.atomic_write_json(out / "metrics.json", metrics)
         state.atomic_write_json(out / "accounting.json", record)
         state.mark_success(out, fps[name], status, job_id)
-        ctx.log.info("%s %s in %.1f s", name, status, record["wall_s"])
+        state.discard_attempts(out)   # the result is done: a later run starts clean
+        log.info("%s %s in %.1f s (%d attempt(s), %.1f s in all)", name, status, record["attempt_wall_s"],
+                 record["attempts"], record["wall_s"])
         return record
 
 
+def check_upstream(exp: Experiment, name: str, fps: dict) -> None:
+    """Every needed stage finished with the current config, and its outputs match their checksums."""
+    for dep in exp.stages[name].needs:
+        dep_dir = exp.stage_dir(dep)
+        if not state.is_done(dep_dir, fps[dep]):
+            raise UpstreamNotDone(
+                f"stage {name!r} needs {dep!r}, which has not finished with the current config "
+                f"({state.explain(dep_dir, fps[dep])}); run or submit {dep!r} first")
+        problems = state.artifact_problems(dep_dir, full=True)
+        if problems:
+            state.mark_corrupt(dep_dir, problems[0])
+            raise UpstreamNotDone(f"{problems[0]}; stage {dep!r} is now marked corrupt: rerun it and what "
+                                  "follows with `python -m pipeline submit all`")
+
+
+def _end_failed_attempt(exp: Experiment, name: str, err: BaseException, ctx: StageContext, record: dict,
+                        tries: dict, started: float) -> None:
+    """Record an attempt that did not finish: interrupted ones resume later, failed ones start clean."""
+    interrupted = isinstance(err, (SystemExit, KeyboardInterrupt, StageStopped)) or \
+        type(err).__name__ in _INTERRUPTION_NAMES
+    status = "interrupted" if interrupted else "failed"
+    if isinstance(err, UpstreamError):
+        state.mark_corrupt(exp.stage_dir(err.stage), str(err))
+    record.update(_finish(started), status=status, error=f"{type(err).__name__}: {err}")
+    record.update(_close_attempt(tries, status, record["wall_s"]))
+    try:
+        state.write_attempts(ctx.out_dir, tries)
+        state.atomic_write_json(ctx.out_dir / "accounting.json", {**record, **ctx.accounting})
+    except OSError as write_err:  # e.g. a full disk: do not hide the stage's own error behind this one
+        ctx.log.error("could not record the attempt: %s", write_err)
+    if interrupted:
+        ctx.log.warning("stage %s interrupted (%s); a rerun resumes from its checkpoint", name, type(err).__name__)
+    elif isinstance(err, UpstreamError):
+        ctx.log.error("stage %s failed: %s", name, err)
+    else:
+        ctx.log.error("stage %s failed:\n%s", name, traceback.format_exc())
+
+
+def _begin_attempt(out: Path, fingerprint: str, job_id: str | None, fresh: bool, log) -> dict:
+    """Open a new attempt; keep the outputs only when the previous attempt was interrupted."""
+    prior = state.read_attempts(out)
+    same = prior.get("fingerprint") == fingerprint and not fresh
+    attempts = prior.get("attempts", []) if same else []
+    if attempts and attempts[-1].get("status") == "running":
+        _close_killed(attempts[-1], out)
+    if attempts and attempts[-1].get("status") in ("interrupted", "killed"):
+        log.info("resuming: attempt %d of this result follows an interrupted one", len(attempts) + 1)
+    else:
+        removed = state.clean_stage_dir(out)
+        if removed:
+            why = "--force or an upstream rerun" if fresh else "the earlier run failed or had another fingerprint"
+            log.info("starting clean (%s): removed %s", why, ", ".join(removed))
+    attempts.append({"attempt": len(attempts) + 1, "job_id": job_id, "step_id": _step_id(),
+                     "started_at": state.now_iso(), "started": time.time(), "status": "running"})
+    tries = {"fingerprint": fingerprint, "attempts": attempts}
+    state.write_attempts(out, tries)
+    return tries
+
+
+def _close_killed(attempt: dict, out: Path) -> None:
+    """An attempt that ended without a word (kill -9, node failure): its end is the last sign of
+    life in the stage folder (the heartbeat keeps attempts.json fresh), a lower bound."""
+    last = max((p.stat().st_mtime for p in out.iterdir() if p.is_file()), default=attempt["started"])
+    attempt.update(status="killed", wall_s=round(max(0.0, last - attempt["started"]), 3), wall_estimated=True)
+
+
+def _close_attempt(tries: dict, status: str, wall_s: float) -> dict:
+    """Close the newest attempt; return the totals over every attempt of this result
+    (wall_s: all attempts; attempt_wall_s: this one)."""
+    tries["attempts"][-1].update(status=status, wall_s=wall_s, ended_at=state.now_iso())
+    attempts = tries["attempts"]
+    job_ids = list(dict.fromkeys(str(a["job_id"]) for a in attempts if a.get("job_id")))
+    return {"attempts": len(attempts), "job_ids": job_ids, "attempt_wall_s": wall_s,
+            "wall_s": round(sum(a.get("wall_s") or 0.0 for a in attempts), 3),
+            "attempt_log": [{k: v for k, v in a.items() if k != "started"} for a in attempts]}
+
+
+def _record_job(out: Path, job_id: str | None, fingerprint: str) -> None:
+    """A stage started inside a job nobody recorded (a rendered one-allocation sbatch file): record
+    it, so status shows its job id and log."""
+    if not job_id or str(state.job_record(out).get("job_id")) == str(job_id):
+        return
+    executor = "slurm" if os.environ.get("SLURM_JOB_ID") == str(job_id) else "local"
+    state.write_job_record(out, {"job_id": str(job_id), "executor": executor, "fingerprint": fingerprint,
+                                 "log": os.environ.get("PIPELINE_LOG"), "step_id": _step_id(),
+                                 "state": "running", "cached": False})
+
+
+def _step_id() -> str | None:
+    """The SLURM step that runs this stage when a one-allocation job runs each stage as a step."""
+    return os.environ.get("SLURM_STEP_ID") if os.environ.get("PIPELINE_AS_STEP") else None
+
+
+def stage_config(exp: Experiment, name: str, fingerprint: str) -> dict:
+    """What config.yaml records: this stage and the experiment-wide settings (not every stage:
+    that made a 1,000-stage run write a million stage entries)."""
+    experiment = {k: v for k, v in exp.raw.items() if k != "stages"}
+    experiment["stages"] = {name: exp.raw["stages"][name]}
+    return {"stage": name, "fingerprint": fingerprint, "stage_index": list(exp.stages).index(name),
+            "experiment": experiment}
+
+
+class _StopOnSigterm:
+    """While a stage works, SIGTERM stops it (StageStopped) instead of being ignored or killing the
+    process mid-write: a cancelled stage is never marked done unless its work had completed before
+    the signal arrived. (submitit's own handler only logs SIGTERM and lets the work go on.)"""
+
+    def __enter__(self):
+        self.armed, self.received = True, False
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        global SIGTERM_RECEIVED
+        SIGTERM_RECEIVED = self.received = True
+        print(f"[pipeline] SIGTERM received{'' if self.armed else ' after the stage finished its work'}",
+              flush=True)
+        if self.armed:
+            self.armed = False
+            raise StageStopped("SIGTERM (scancel, or the job's end)")
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+SIGTERM_RECEIVED = False   # set once a stage of this process got SIGTERM: `run all` starts no more
+
+
+@contextlib.contextmanager
+def _heartbeat(path: Path, every_s: float = 15.0):
+    """Touch `path` every few seconds while a stage runs: if the process is killed without a
+    chance to write (kill -9), the next attempt still knows about when it died."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every_s):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+    thread = threading.Thread(target=beat, daemon=True, name="pipeline-heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int:
-    """Run the selected stages in order; skip done ones unless forced. Returns an exit code."""
+    """Run the selected stages in order; skip done ones unless forced. Returns an exit code.
+
+    A forced stage, and any stage whose upstream reran here, starts clean (never resumes)."""
     fps = state.fingerprints(exp)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("PIPELINE_JOB_ID")
     rerun: set[str] = set()
     forced_stages = forced(exp.stages, targets) if force else set()
     for name in select(exp.stages, targets):
-        upstream_rerun = any(d in rerun for d in exp.stages[name].needs)
-        if state.is_done(exp.stage_dir(name), fps[name]) and name not in forced_stages and not upstream_rerun:
+        fresh = name in forced_stages or any(d in rerun for d in exp.stages[name].needs)
+        if not fresh and state.is_done(exp.stage_dir(name), fps[name]):
             print(f"[pipeline] {name}: up to date, skipped", flush=True)
             continue
         rerun.add(name)
         try:
-            run_stage(exp, name, job_id)
-        except Exception as err:  # the traceback is already in the log
-            print(f"[pipeline] {name} failed: {err}; later stages not run", file=sys.stderr, flush=True)
+            run_stage(exp, name, job_id, fps=fps, fresh=fresh)
+        except (Exception, StageStopped) as err:  # the traceback is already in the log
+            why = state.describe_os_error(err) if isinstance(err, OSError) else err
+            print(f"[pipeline] {name} failed: {why}; later stages not run", file=sys.stderr, flush=True)
+            return 1
+        if SIGTERM_RECEIVED:
+            print("[pipeline] SIGTERM received: later stages not run", file=sys.stderr, flush=True)
             return 1
     return 0
 
@@ -112,7 +286,7 @@ def _context(exp: Experiment, name: str, out: Path, fingerprint: str) -> StageCo
 def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: str) -> dict:
     stage = exp.stages[name]
     return {
-        "experiment": exp.name, "stage": name, "kind": stage.kind, "job_id": job_id,
+        "experiment": exp.name, "stage": name, "kind": stage.kind, "job_id": job_id, "step_id": _step_id(),
         "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
         "partition": os.environ.get("SLURM_JOB_PARTITION") or stage.resources.partition,
         "device": "cuda" if stage.resources.gpus > 0 else "cpu",

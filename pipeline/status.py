@@ -16,7 +16,7 @@ def stage_states(exp: Experiment) -> list[dict]:
     """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
     fps = state.fingerprints(exp)
     records = {n: state.job_record(exp.stage_dir(n)) for n in exp.stages}
-    ids = [str(r["job_id"]) for r in records.values() if r.get("executor") == "slurm" and r.get("job_id")]
+    ids = [j for n, r in records.items() if r.get("executor") == "slurm" for j in state.all_job_ids(exp.stage_dir(n))]
     live = query_squeue(ids)
     sacct, _ = query_sacct(ids) if ids else ({}, None)
     rows: dict[str, dict] = {}
@@ -36,7 +36,12 @@ def stage_states(exp: Experiment) -> list[dict]:
 
 def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
     marker = state.success(exp.stage_dir(name))
+    # One rule for cancelled jobs: _SUCCESS is only written when the stage's work completed before
+    # any SIGTERM arrived (the runner stops on SIGTERM), so a marker means done whatever sacct says.
     if marker and marker.get("fingerprint") == fp:
+        problems = state.artifact_problems(exp.stage_dir(name), marker)
+        if problems:
+            return "corrupt", f"{problems[0]}; `submit all` reruns it and what follows"
         if marker.get("status") == "skipped":
             return "skipped", acct.get("skip_reason") or ""
         return ("cached", "up to date from an earlier run") if rec.get("cached") else ("done", "")
@@ -50,7 +55,10 @@ def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
             return "failed", f"sacct {sacct['state']}"
         if sacct["state"] in RUNNING_STATES or sacct["state"] == "PENDING":
             return ("running" if sacct["state"] != "PENDING" else "pending"), f"sacct {sacct['state']}"
-    if acct.get("status") == "failed" or rec.get("state") == "failed":
+    corrupt = state.read_json(exp.stage_dir(name) / state.CORRUPT)
+    if corrupt and not live:
+        return "corrupt", f"{corrupt.get('reason')}; `submit all` reruns it and what follows"
+    if acct.get("status") in ("failed", "interrupted") or rec.get("state") == "failed":
         return "failed", acct.get("error") or "the stage's process failed"
     if rec.get("state") == "never-run":
         return "never-run", "an upstream stage failed"
@@ -67,30 +75,49 @@ def stuck_or_done(live: dict[str, dict]) -> bool:
 
 
 def reconcile(exp: Experiment) -> list[str]:
-    """Cancel jobs that wait behind a failed stage; say which upstream failed and where its log is.
+    """Cancel jobs that can never start; say which upstream failed and where its log is.
 
     SLURM marks the direct dependents DependencyNeverSatisfied; jobs further down keep the plain
-    `Dependency` reason, so every queued job of a never-run stage is cancelled.
+    `Dependency` reason, so every queued job of a never-run stage is cancelled. Every job id a
+    stage ever had is looked at: an earlier submit's job, superseded by a newer one but still
+    waiting on a dependency, is cancelled too.
     """
     rows = {r["stage"]: r for r in stage_states(exp)}
-    queued = query_squeue([r["job_id"] for r in rows.values() if r["job_id"]])
+    history = {n: state.all_job_ids(exp.stage_dir(n)) for n in rows}
+    queued = query_squeue([j for ids in history.values() for j in ids])
     messages = []
     for name, row in rows.items():
-        if row["state"] != "never-run" or row["job_id"] not in queued:
-            continue
-        subprocess.run(["scancel", row["job_id"]], check=False)
-        culprit = _failed_upstream(exp, rows, name)
-        where = (f"upstream stage {culprit['stage']!r} failed (job {culprit['job_id']}, log: {culprit['log']})"
-                 if culprit else "an upstream stage did not succeed")
-        messages.append(f"cancelled {name} (job {row['job_id']}): {where}")
+        for job in history[name]:
+            live = queued.get(job)
+            if not live:
+                continue
+            if job == row["job_id"] and row["state"] == "never-run":
+                culprit = _failed_upstream(exp, rows, name)
+                where = (f"upstream stage {culprit['stage']!r} failed (job {culprit['job_id']}, log: "
+                         f"{culprit['log']})" if culprit else "an upstream stage did not succeed")
+            elif job != row["job_id"] and live["state"] == "PENDING" and live["reason"].startswith("Dependency"):
+                where = f"superseded by job {row['job_id']} and waiting on an old dependency"
+            else:
+                continue
+            subprocess.run(["scancel", job], check=False)
+            messages.append(f"cancelled {name} (job {job}): {where}")
     return messages
 
 
 def _failed_upstream(exp: Experiment, rows: dict, name: str) -> dict | None:
-    for dep in exp.stages[name].needs:
+    """The first failed stage above `name`, depth-first along `needs` in their order.
+
+    An explicit stack (deep chains must not recurse) and a visited set (each stage once, where a
+    diamond-shaped DAG would otherwise be walked once per path).
+    """
+    seen: set[str] = set()
+    todo = list(reversed(exp.stages[name].needs))
+    while todo:
+        dep = todo.pop()
+        if dep in seen:
+            continue
+        seen.add(dep)
         if rows[dep]["state"] == "failed":
             return rows[dep]
-        found = _failed_upstream(exp, rows, dep)
-        if found:
-            return found
+        todo.extend(reversed(exp.stages[dep].needs))
     return None

@@ -1,6 +1,7 @@
 """`submit`: plan which stages run, submit them in topological order with afterok chains."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 from . import state
@@ -8,6 +9,7 @@ from .accounting import query_squeue
 from .config import Experiment
 from .dag import forced, select
 from .executors import Executor
+from .executors.base import SubmitError
 from .schema import ConfigError
 
 
@@ -26,7 +28,7 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
             action, why = "submit", f"upstream {upstream[0]!r} reruns"
         elif state.is_done(stage_dir, fps[name]):
             action, why = "cached", state.explain(stage_dir, fps[name])
-        elif rec.get("fingerprint") == fps[name] and str(rec.get("job_id")) in live_jobs:
+        elif rec.get("fingerprint") == fps[name] and _can_still_run(live_jobs.get(str(rec.get("job_id")))):
             live_state = live_jobs[str(rec["job_id"])]["state"]
             action, why = "queued", f"job {rec['job_id']} with this fingerprint is still {live_state}"
         else:
@@ -38,13 +40,20 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
     return rows
 
 
+def _can_still_run(live: dict | None) -> bool:
+    """A live job that is not stuck behind a failed dependency (SLURM keeps those forever)."""
+    return bool(live) and live.get("reason") != "DependencyNeverSatisfied"
+
+
 def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool = False,
            dry_run: bool = False, explain: bool = False, wait: bool = False) -> int:
     """Submit what the plan says; return an exit code (non-zero when a stage failed).
 
     SLURM submissions return at once unless `wait`; local runs are finished when this returns.
     """
-    with state.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}"):
+    lock = contextlib.nullcontext() if dry_run else \
+        state.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}")
+    with lock:   # a dry run writes nothing, so it needs no lock (and works on a read-only results folder)
         live = query_squeue(_recorded_job_ids(exp)) if executor.name == "slurm" else {}
         rows = plan(exp, targets, force, live)
         problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"])
@@ -67,8 +76,16 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
                 job_of[r["stage"]] = f"<job of {r['stage']}>"
                 print(f"----- {r['stage']}: {executor.name} submission -----\n{executor.script(exp, r['stage'], after)}")
                 continue
-            state.clear_success(exp.stage_dir(r["stage"]))
-            sub = executor.submit(exp, r["stage"], after)
+            _prepare_rerun(exp, executor, r, live)
+            try:
+                sub = executor.submit(exp, r["stage"], after)
+            except Exception as err:  # e.g. sbatch refused it: leave no half-submitted DAG queued
+                ours = [str(x["job_id"]) for x in rows if x.get("state") == "submitted"]
+                executor.cancel(ours)
+                reply = " / ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                raise SubmitError(f"stage {r['stage']!r} could not be submitted: {reply or type(err).__name__}; "
+                                  + (f"cancelled the job(s) this submit had queued: {', '.join(ours)}" if ours
+                                     else "no other job of this submit was queued")) from err
             job_of[r["stage"]] = sub.job_id
             r.update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
             state.write_job_record(exp.stage_dir(r["stage"]), {
@@ -84,12 +101,28 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
 
 
+def _prepare_rerun(exp: Experiment, executor: Executor, row: dict, live: dict) -> None:
+    """Before a stage's new job: it is not done, earlier queued jobs of it are cancelled (they
+    would run later and overwrite it), and a forced or upstream-triggered rerun starts clean."""
+    stage_dir = exp.stage_dir(row["stage"])
+    state.clear_success(stage_dir)
+    superseded = [j for j in state.all_job_ids(stage_dir) if j in live]
+    if superseded:
+        executor.cancel(superseded)
+        print(f"[pipeline] {row['stage']}: cancelled its earlier queued job(s) {', '.join(superseded)}")
+    if row["why"] == "--force" or row["why"].startswith("upstream "):
+        state.discard_attempts(stage_dir)
+
+
 def _wait_and_summarise(exp: Experiment, job_ids: list[str], poll_s: float = 3.0) -> int:
-    """Poll squeue until none of the jobs is queued or running, then print the states."""
-    from .status import stage_states, stuck_or_done
+    """Poll squeue until every job of the experiment ended or can never start; cancel the
+    latter (they would wait forever) before printing the states."""
+    from .status import reconcile, stage_states, stuck_or_done
     print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
-    while not stuck_or_done(query_squeue(job_ids)):
+    while not stuck_or_done(query_squeue(_recorded_job_ids(exp))):
         time.sleep(poll_s)
+    for message in reconcile(exp):
+        print(f"[pipeline] {message}")
     _refresh_report(exp)
     rows = stage_states(exp)
     for r in rows:
@@ -112,7 +145,8 @@ def _mark_cached(exp: Experiment, stage: str) -> None:
 
 
 def _recorded_job_ids(exp: Experiment) -> list[str]:
-    return [str(state.job_record(exp.stage_dir(n)).get("job_id")) for n in exp.stages]
+    """Every job id any stage of the experiment ever had."""
+    return [j for n in exp.stages for j in state.all_job_ids(exp.stage_dir(n))]
 
 
 def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:

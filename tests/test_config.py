@@ -65,7 +65,7 @@ def test_relative_paths_become_absolute(tmp_path):
     ("name: e\nstages:\n  a: {kind: train_classifier, optimizer: adam}\n", [],
      "got 'adam'; valid choices: sgd, adamw"),
     ("name: e\nstages:\n  a: {kind: digits_download, resources: {time: soon}}\n", [],
-     "key 'stages.a.resources.time': got 'soon'; expected minutes, HH:MM:SS or D-HH:MM:SS"),
+     "key 'stages.a.resources.time': got 'soon'; expected one of the SLURM forms M, M:S, H:M:S, D-H"),
     ("name: e\nstages:\n  a: {kind: digits_download, resources: {gpu: 1}}\n", [],
      "key 'stages.a.resources.gpu': unknown key; valid keys here: partition, time, gpus"),
     ("name: e\nstages:\n  a: {kind: digits_download}\nextra_top: 1\n", [],

@@ -41,3 +41,17 @@ def test_downstream():
 def test_cycle_detected_with_path():
     with pytest.raises(ConfigError, match="cycle: a -> b -> c -> a"):
         topological_order({"a": S(needs=["b"]), "b": S(needs=["c"]), "c": S(needs=["a"])})
+
+
+def test_independent_stages_keep_file_order():
+    stages = {"c": S(needs=[]), "a": S(needs=["b"]), "b": S(needs=[]), "d": S(needs=["c", "a"])}
+    assert topological_order(stages) == ["c", "b", "a", "d"]
+    assert downstream(stages, "b") == ["a", "d"]
+    assert select(stages, ["d"]) == ["c", "b", "a", "d"]
+
+
+def test_cycle_error_names_the_stage_and_only_the_cycle():
+    stages = {"x": S(needs=["a"]), "a": S(needs=["b"]), "b": S(needs=["a"])}
+    with pytest.raises(ConfigError, match=r"stages\.a\.needs.*cycle: a -> b -> a") as err:
+        topological_order(stages)
+    assert "x ->" not in str(err.value)

@@ -64,3 +64,26 @@ def test_saves_only_what_backward_needs_and_skips_unneeded_grads():
 def test_shape_check_has_clear_error(cls):
     with pytest.raises(ValueError, match=r"LayerNorm over \[8\] needs input whose last 1 dimension\(s\) are \[8\]; got shape \[2, 7\]"):
         cls(8)(torch.randn(2, 7))
+
+
+def test_function_eps_defaults_to_layer_norm_default():
+    """`LayerNormFunction.apply(x, gamma, beta)` uses eps=1e-5, as nn.LayerNorm; forward and
+    backward agree with F.layer_norm and with an explicit eps=1e-5 (apply takes no keywords)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    gamma = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    beta = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    y3 = LayerNormFunction.apply(x, gamma, beta)
+    y4 = LayerNormFunction.apply(x, gamma, beta, 1e-5)
+    ref = F.layer_norm(x, (6,), gamma, beta, 1e-5)
+    assert torch.equal(y3, y4)
+    assert (y3 - ref).abs().max().item() < 1e-12
+    grads3 = torch.autograd.grad(y3.pow(2).sum(), (x, gamma, beta))
+    grads_ref = torch.autograd.grad(ref.pow(2).sum(), (x, gamma, beta))
+    for a, b in zip(grads3, grads_ref):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert torch.autograd.gradcheck(LayerNormFunction.apply, (x, gamma, beta))
+    # a different eps still reaches forward positionally, and changes the result
+    small_var = torch.full((2, 6), 3.0, dtype=torch.float64) + torch.arange(6) * 1e-3
+    assert not torch.allclose(LayerNormFunction.apply(small_var, gamma, beta),
+                              LayerNormFunction.apply(small_var, gamma, beta, 1e-1))

@@ -50,8 +50,32 @@ def test_override_values_are_quoted(tmp_path):
     evil = f"description=x'; touch {marker}; echo '$(touch {marker})"
     text = render(config.load(REPO / "configs" / "quickstart.yaml", [evil]), "configs/quick start.yaml", [evil])
     exec_line = next(line for line in text.splitlines() if line.startswith("exec "))
-    assert shlex.split(exec_line) == ["exec", "python", "-m", "pipeline", "run", "all", "-c",
+    assert shlex.split(exec_line) == ["exec", "python", "-m", "pipeline", "run", "all", "--as-steps", "-c",
                                       "configs/quick start.yaml", "--set", evil]
     # Run the line with `python` swapped for `true`: the shell must not execute anything inside.
     subprocess.run(["bash", "-c", exec_line.replace("exec python", "exec true", 1)], check=True)
     assert not marker.exists()
+
+
+def test_script_creates_its_log_folder_and_logs_there(tmp_path):
+    """SLURM opens --output before the script runs (a missing folder loses the log): the rendered
+    file has none, creates logs/ itself and sends everything after that to logs/<exp>-<jobid>.out."""
+    text = render(config.load(REPO / "configs" / "quickstart.yaml"), "configs/quickstart.yaml")
+    assert "#SBATCH --output" not in text and "#SBATCH --open-mode=append" in text
+    script = tmp_path / "job.sbatch"
+    script.write_text(text.replace("exec python -m pipeline", "exec echo stages"))
+    run_dir = tmp_path / "checkout"
+    run_dir.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "4242", "SLURM_SUBMIT_DIR": str(run_dir)}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    log = run_dir / "logs" / "quickstart-4242.out"
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"log: {log}\n"                    # what SLURM's slurm-4242.out gets
+    assert log.read_text() == "stages run all --as-steps -c configs/quickstart.yaml\n"
+    # A requeued job appends to the same log.
+    subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    assert log.read_text().count("stages run all") == 2
+    # Outside SLURM (bash sbatch/x.sbatch on a laptop) the output stays on the terminal.
+    local = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=run_dir,
+                           env={"PATH": "/usr/bin:/bin", "PIPELINE_ROOT": str(run_dir)})
+    assert local.stdout == "stages run all --as-steps -c configs/quickstart.yaml\n"

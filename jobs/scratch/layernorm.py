@@ -33,7 +33,9 @@ class LayerNormFunction(torch.autograd.Function):
     """Saves only xhat, 1/std and gamma; skips gradients nobody asked for."""
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, eps: float):
+    def forward(ctx, x, gamma, beta, eps: float = 1e-5):
+        # eps has nn.LayerNorm's default, so `LayerNormFunction.apply(x, gamma, beta)` works;
+        # apply() takes no keyword arguments: pass another eps as the fourth argument.
         dims = tuple(range(-gamma.dim(), 0))
         mean = x.mean(dims, keepdim=True)
         rstd = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
@@ -56,7 +58,8 @@ class LayerNormFunction(torch.autograd.Function):
             grad_gamma = (grad_out * xhat).sum(batch_dims)
         if ctx.needs_input_grad[2]:
             grad_beta = grad_out.sum(batch_dims)
-        return grad_x, grad_gamma, grad_beta, None
+        # one gradient per input given to apply() (3, or 4 with eps, which gets None)
+        return (grad_x, grad_gamma, grad_beta, None)[:len(ctx.needs_input_grad)]
 
 
 class LayerNormManual(LayerNormAutograd):

@@ -6,6 +6,10 @@ import dataclasses
 from pathlib import Path
 
 
+class SubmitError(RuntimeError):
+    """A stage could not be submitted (e.g. sbatch refused it); the message is one line."""
+
+
 @dataclasses.dataclass
 class Submission:
     stage: str
@@ -31,3 +35,7 @@ class Executor(abc.ABC):
     def script(self, exp, stage: str, after: list[str]) -> str:
         """The text that would be submitted for `stage` (for --dry-run)."""
         return ""
+
+    def cancel(self, job_ids: list[str]) -> None:
+        """Cancel jobs this executor submitted (a submit that failed halfway takes its jobs back).
+        Local runs are over when submit returns: nothing to cancel."""

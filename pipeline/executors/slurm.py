@@ -47,6 +47,13 @@ class SlurmExecutor(Executor):
         job = self._executor(exp, stage, after).submit(StageJob(), exp.raw, stage)
         return Submission(stage, str(job.job_id), Path(job.paths.stdout), "submitted")
 
+    def cancel(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:   # say so: the caller reports these jobs as cancelled
+            print(f"[pipeline] warning: scancel {' '.join(job_ids)} failed: {done.stderr.strip()}", flush=True)
+
     def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
         ex = self._executor(exp, stage, after)
         # submitit's own renderer: exactly the text `submit` hands to sbatch (minus real job ids).

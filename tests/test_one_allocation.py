@@ -1,0 +1,190 @@
+"""A rendered sbatch file runs the whole DAG in one allocation, each stage as its own job step, and
+efficiency.csv charges each stage its own step (issue 9, item 13); the driver's failure and
+requeue handling; `--as-steps` outside SLURM."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli, sets, status_json, wait_for_jobs
+from pipeline import config, steps
+from pipeline.accounting import parse_duration
+from pipeline.runner import run_targets
+
+STAGES = ["download", "preprocess", "train", "evaluate", "report"]
+
+SMALL = """
+name: alloc
+resources: {time: "00:05:00", cpus_per_task: 1, mem: 500M}
+stages:
+  first:
+    kind: command
+    argv: [python, -c, "print('first ran')"]
+  slow:
+    kind: command
+    needs: [first]
+    argv: [python, -c, "import os, sys, time; m = os.environ['MARK']; sys.exit(0) if os.path.exists(m) else (open(m, 'w').close(), print('slow started', flush=True), time.sleep(120))"]
+    env: {MARK: MARKER}
+    resources: {cpus_per_task: 2}
+  last:
+    kind: command
+    needs: [slow]
+    argv: [python, -c, "import sys; print('last ran'); sys.exit(LAST_EXIT)"]
+"""
+
+
+def _checkout(tmp_path: Path) -> Path:
+    """A checkout to submit from (SLURM's default output and logs/ land here, not in the repo)."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("configs", "pipeline", "jobs", ".venv"):
+        (root / name).symlink_to(REPO / name)
+    return root
+
+
+def _render(root: Path, config_path: str, overrides: list[str]) -> Path:
+    out = root / "job.sbatch"
+    cli("render", "-c", config_path, "-o", str(out), *sets(overrides))
+    return out
+
+
+def _sacct(job: str) -> dict[str, dict]:
+    out = subprocess.run(["sacct", "-D", "--parsable2", "--noheader", "-j", job, "-o", "JobID,JobName,State,Elapsed"],
+                         capture_output=True, text=True, check=True).stdout
+    rows: dict[str, dict] = {}
+    for line in out.splitlines():
+        job_id, name, state, elapsed = line.split("|")
+        rows.setdefault(job_id, []).append({"name": name, "state": state, "elapsed_s": parse_duration(elapsed)})
+    return rows
+
+
+def _efficiency(results: Path) -> dict[str, dict]:
+    with open(results / "efficiency.csv") as f:
+        return {r["stage"]: r for r in csv.DictReader(f)}
+
+
+@pytest.mark.slurm
+def test_rendered_quickstart_runs_each_stage_as_its_own_step(slurm, tmp_path):
+    root = _checkout(tmp_path)
+    overrides = [f"paths.{k}={tmp_path / k}" for k in ("results", "logs", "data", "cache")]
+    script = _render(root, "configs/quickstart.yaml", overrides)
+    proc = subprocess.run(["sbatch", "--parsable", "--wait", str(script)], cwd=root, capture_output=True,
+                          text=True, timeout=480)
+    job = proc.stdout.strip().split(";")[0]
+    log = root / "logs" / f"quickstart-{job}.out"
+    assert proc.returncode == 0, log.read_text() if log.exists() else proc.stderr
+    assert (root / f"slurm-{job}.out").read_text() == f"log: {log}\n"
+    text = log.read_text()
+    assert "Epoch 1/15 | Train Loss:" in text and "[pipeline] train: job step quickstart.train of job" in text
+
+    sacct = _sacct(job)
+    assert [sacct[f"{job}.{i}"][0]["name"] for i in range(5)] == [f"quickstart.{s}" for s in STAGES]
+    assert all(sacct[f"{job}.{i}"][0]["state"] == "COMPLETED" for i in range(5))
+    assert f"{job}.5" not in sacct
+
+    cli("report", "-c", "configs/quickstart.yaml", *sets(overrides))
+    rows = _efficiency(tmp_path / "results")
+    assert list(rows) == STAGES
+    assert {rows[s]["job_id"] for s in STAGES} == {job}
+    assert [rows[s]["step_id"] for s in STAGES] == ["0", "1", "2", "3", "4"]
+    for i, stage in enumerate(STAGES):     # each row: its own step, not the whole allocation
+        assert float(rows[stage]["sacct_elapsed_s"]) == sacct[f"{job}.{i}"][0]["elapsed_s"], stage
+        assert rows[stage]["sacct_state"] == "COMPLETED" and rows[stage]["sacct_attempts"] == "1"
+        assert rows[stage]["sacct_totalcpu_s"] != "" and rows[stage]["cpus"] == "2"
+    whole = sacct[job][0]["elapsed_s"]
+    assert sum(float(rows[s]["sacct_elapsed_s"]) for s in STAGES) <= whole
+    assert float(rows["train"]["sacct_elapsed_s"]) > float(rows["download"]["sacct_elapsed_s"])
+    assert float(rows["evaluate"]["test_acc"]) >= 0.95
+
+    states = status_json("configs/quickstart.yaml", overrides)
+    for stage in STAGES:
+        assert states[stage]["state"] == "done" and states[stage]["job_id"] == job, states[stage]
+        assert states[stage]["log"] == str(log), states[stage]
+
+
+@pytest.mark.slurm
+def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path):
+    """A stage that fails ends the job (FAILED) with no later step; USR1 before the time limit
+    stops the running step, requeues the job, and the stage resumes in the next attempt, where
+    efficiency.csv sums both of its steps."""
+    root = _checkout(tmp_path)
+    cfg = root / "alloc.yaml"
+    marker = tmp_path / "marker"
+    cfg.write_text(SMALL.replace("MARKER", str(marker)).replace("LAST_EXIT", "3"))
+    overrides = [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"]
+    failing = subprocess.run(["sbatch", "--parsable", str(_render(root, str(cfg), overrides))], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    log = root / "logs" / f"alloc-{failing}.out"
+    _wait(lambda: log.exists() and "slow started" in log.read_text(), 120)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", failing], check=True)
+    _wait(lambda: "PENDING" in _squeue_state(failing) or not _squeue_state(failing), 60)
+    subprocess.run(["scontrol", "update", f"jobid={failing}", "starttime=now"], check=False)
+    wait_for_jobs([failing], timeout=180)
+
+    text = log.read_text()
+    assert "stopping the running step, requeueing job" in text and "[pipeline] first: up to date, skipped" in text
+    assert "last ran" in text and "last failed (step exit code 3); later stages not run" in text
+    sacct = _sacct(failing)
+    assert [a["state"].split()[0] for a in sacct[failing]] == ["REQUEUED", "FAILED"]
+    names = [a["name"] for key, attempts in sacct.items() if key.split(".")[-1].isdigit() for a in attempts]
+    assert sorted(names) == ["alloc.first", "alloc.last", "alloc.slow", "alloc.slow"]
+
+    cli("report", "-c", str(cfg), *sets(overrides))
+    rows = _efficiency(tmp_path / "results")
+    slow = rows["slow"]
+    assert slow["status"] == "done" and slow["attempts"] == "2" and slow["sacct_attempts"] == "2"
+    steps_elapsed = [a["elapsed_s"] for k, v in sacct.items() if k.startswith(f"{failing}.") for a in v
+                     if a["name"] == "alloc.slow"]
+    assert float(slow["sacct_elapsed_s"]) == sum(steps_elapsed)
+    assert rows["first"]["sacct_attempts"] == "1" and rows["last"]["status"] == "failed"
+    assert json.loads((tmp_path / "results" / "alloc" / "slow" / "accounting.json").read_text())["job_ids"] == [failing]
+
+
+def _squeue_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+
+
+def _wait(condition, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def test_as_steps_outside_slurm_runs_in_this_process(tmp_path):
+    cfg = tmp_path / "alloc.yaml"
+    cfg.write_text(SMALL.replace("MARKER", str(tmp_path / "marker")).replace("LAST_EXIT", "0"))
+    (tmp_path / "marker").touch()   # the slow stage returns at once
+    env = {"SLURM_JOB_ID": "", "SLURM_STEP_ID": ""}
+    proc = cli("run", "all", "--as-steps", "-c", str(cfg), "--set", f"paths.results={tmp_path / 'results'}",
+               env=env)
+    assert "first ran" in proc.stdout and "last ran" in proc.stdout and "job step" not in proc.stdout
+    assert all((tmp_path / "results" / "alloc" / s / "_SUCCESS").exists() for s in ("first", "slow", "last"))
+
+
+def test_driver_plan_and_step_commands(tmp_path):
+    cfg = tmp_path / "alloc.yaml"
+    cfg.write_text(SMALL)
+    exp = config.load(cfg, [f"paths.results={tmp_path / 'results'}"])
+    # what `run_targets` would run; a stage after one that reruns here starts clean (--force)
+    assert steps.plan(exp, ["all"]) == [("first", False), ("slow", True), ("last", True)]
+    assert steps.plan(exp, ["slow"], force=True) == [("first", False), ("slow", True)]
+    assert run_targets(exp, ["first"]) == 0
+    assert steps.plan(exp, ["all"]) == [("slow", False), ("last", True)]
+    cmd = steps.step_command(exp, "slow", "c.yaml", ["a=1"], fresh=True, env={"SLURM_CPUS_PER_TASK": "1"})
+    assert cmd[:6] == ["srun", "--ntasks=1", "--nodes=1", "--cpus-per-task=1", "--job-name=alloc.slow",
+                       "--kill-on-bad-exit=1"]
+    assert cmd[7:] == ["-m", "pipeline", "run", "slow", "-c", "c.yaml", "--set", "a=1", "--force"]
+    assert "--cpus-per-task=2" in steps.step_command(exp, "slow", "c.yaml", [], False, env={})
+    assert steps.inside_allocation({"SLURM_JOB_ID": "7"})
+    assert steps.inside_allocation({"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "batch"})
+    assert not steps.inside_allocation({"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0"})
+    assert not steps.inside_allocation({"SLURM_JOB_ID": "7", "PIPELINE_AS_STEP": "1"})
+    assert not steps.inside_allocation({})
