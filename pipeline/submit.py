@@ -95,7 +95,7 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     if dry_run:
         return 0
     if wait and executor.name == "slurm":
-        return _wait_and_summarise(exp, [r["job_id"] for r in rows if r.get("job_id")])
+        return _wait_and_summarise(exp, [r["job_id"] for r in rows if r.get("job_id")], [r["stage"] for r in rows])
     if executor.name == "local":
         _refresh_report(exp)
     return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
@@ -114,7 +114,7 @@ def _prepare_rerun(exp: Experiment, executor: Executor, row: dict, live: dict) -
         state.discard_attempts(stage_dir)
 
 
-def _wait_and_summarise(exp: Experiment, job_ids: list[str], poll_s: float = 3.0) -> int:
+def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str], poll_s: float = 3.0) -> int:
     """Poll squeue until every job of the experiment ended or can never start; cancel the
     latter (they would wait forever) before printing the states."""
     from .status import reconcile, stage_states, stuck_or_done
@@ -124,7 +124,7 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], poll_s: float = 3.0
     for message in reconcile(exp):
         print(f"[pipeline] {message}")
     _refresh_report(exp)
-    rows = stage_states(exp)
+    rows = [r for r in stage_states(exp) if r["stage"] in selected]
     for r in rows:
         print(f"{r['stage']:<16} {r['state']:<10} {r['job_id'] or '-':<8} {r['log'] or ''}")
     return 0 if all(r["state"] in ("done", "cached", "skipped") for r in rows) else 1

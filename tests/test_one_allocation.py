@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, sets, status_json, wait_for_jobs
+from conftest import REPO, cli, sets, wait_for_jobs
 from pipeline import config, steps
 from pipeline.accounting import parse_duration
 from pipeline.runner import run_targets
@@ -39,17 +41,27 @@ stages:
 
 
 def _checkout(tmp_path: Path) -> Path:
-    """A checkout to submit from (SLURM's default output and logs/ land here, not in the repo)."""
+    """A checkout to submit from (SLURM's default output and logs/ land here, not in the repo): a
+    copy of the code, so an edit in the repo while the job runs changes no stage's fingerprint."""
     root = tmp_path / "checkout"
     root.mkdir()
-    for name in ("configs", "pipeline", "jobs", ".venv"):
-        (root / name).symlink_to(REPO / name)
+    for name in ("configs", "pipeline", "jobs"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / ".venv").symlink_to(REPO / ".venv")
     return root
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m pipeline ...` in the copied checkout (the code the job ran)."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"pipeline {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
 
 
 def _render(root: Path, config_path: str, overrides: list[str]) -> Path:
     out = root / "job.sbatch"
-    cli("render", "-c", config_path, "-o", str(out), *sets(overrides))
+    _cli(root, "render", "-c", config_path, "-o", str(out), *sets(overrides))
     return out
 
 
@@ -87,7 +99,7 @@ def test_rendered_quickstart_runs_each_stage_as_its_own_step(slurm, tmp_path):
     assert all(sacct[f"{job}.{i}"][0]["state"] == "COMPLETED" for i in range(5))
     assert f"{job}.5" not in sacct
 
-    cli("report", "-c", "configs/quickstart.yaml", *sets(overrides))
+    _cli(root, "report", "-c", "configs/quickstart.yaml", *sets(overrides))
     rows = _efficiency(tmp_path / "results")
     assert list(rows) == STAGES
     assert {rows[s]["job_id"] for s in STAGES} == {job}
@@ -101,7 +113,8 @@ def test_rendered_quickstart_runs_each_stage_as_its_own_step(slurm, tmp_path):
     assert float(rows["train"]["sacct_elapsed_s"]) > float(rows["download"]["sacct_elapsed_s"])
     assert float(rows["evaluate"]["test_acc"]) >= 0.95
 
-    states = status_json("configs/quickstart.yaml", overrides)
+    states = {r["stage"]: r for r in json.loads(_cli(root, "status", "-c", "configs/quickstart.yaml", "--json",
+                                                    *sets(overrides)).stdout)}
     for stage in STAGES:
         assert states[stage]["state"] == "done" and states[stage]["job_id"] == job, states[stage]
         assert states[stage]["log"] == str(log), states[stage]
@@ -134,7 +147,7 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     names = [a["name"] for key, attempts in sacct.items() if key.split(".")[-1].isdigit() for a in attempts]
     assert sorted(names) == ["alloc.first", "alloc.last", "alloc.slow", "alloc.slow"]
 
-    cli("report", "-c", str(cfg), *sets(overrides))
+    _cli(root, "report", "-c", str(cfg), *sets(overrides))
     rows = _efficiency(tmp_path / "results")
     slow = rows["slow"]
     assert slow["status"] == "done" and slow["attempts"] == "2" and slow["sacct_attempts"] == "2"
