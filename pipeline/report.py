@@ -160,6 +160,12 @@ def _accounting_notes(results: Path, experiment: str, rows: list[dict]) -> list[
     if live:
         notes.append(f"CPU time and efficiency are filled once the job ends (sacct counts only finished "
                      f"steps): {', '.join(f'`{s}`' for s in live)} still running or pending.\n")
+    unsampled = [r["stage"] for r in rows if r.get("sacct_state") in ENDED_STATES
+                 and r.get("sacct_maxrss_task_mb") in (None, "")]
+    if unsampled:
+        notes.append(f"sacct MaxRSS is empty where a job or step ended before SLURM's first memory sample "
+                     f"(JobAcctGatherFrequency): {', '.join(f'`{s}`' for s in unsampled)}; peak_rss_mb is the "
+                     "stage process's own peak.\n")
     for r in rows:
         if r.get("status") == UNREADABLE:
             path = results / experiment / str(r["stage"]) / "accounting.json"

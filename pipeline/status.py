@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 
 from . import state
-from .accounting import FAILED_STATES, query_sacct, query_squeue
+from .accounting import FAILED_STATES, query_sacct, query_squeue, stage_usage
 from .config import Experiment
 from .dag import topological_order
 
@@ -28,7 +28,9 @@ def stage_states(exp: Experiment) -> list[dict]:
         upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in ("failed", "never-run")]
         if upstream_bad and current in ("pending", "not-submitted", "stale"):
             current, reason = "never-run", f"upstream {upstream_bad[0]!r} did not succeed"
-        elapsed = (sacct.get(job) or {}).get("elapsed_s") or acct.get("wall_s")
+        # A stage's own cost: its job, or its own step of a one-allocation job, over every attempt.
+        usage = stage_usage(sacct, acct.get("job_ids") or [job], f"{exp.name}.{name}", rec.get("step_id")) or {}
+        elapsed = usage.get("elapsed_s") or acct.get("wall_s")
         rows[name] = {"stage": name, "state": current, "job_id": job or None, "elapsed_s": elapsed,
                       "log": rec.get("log"), "reason": reason}
     return list(rows.values())

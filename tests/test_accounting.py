@@ -122,7 +122,8 @@ def test_requeued_job_sums_every_attempt():
 def test_reused_job_id_is_not_summed():
     """After a controller reset SLURM hands out old ids again: an earlier attempt that was not
     requeued belongs to another job."""
-    older = "10|old.job|COMPLETED|01:00:00|00:50:00||1|vm|debug|\n10.batch|batch|COMPLETED|01:00:00|50:00.000|1G|1|vm||1\n"
+    older = ("10|old.job|COMPLETED|01:00:00|00:50:00||1|vm|debug|\n"
+             "10.batch|batch|COMPLETED|01:00:00|50:00.000|1G|1|vm||1\n")
     job = parse_sacct(older + REQUEUED)["10"]
     assert job["attempts"] == 2 and job["elapsed_s"] == 10.0 and job["maxrss_task_mb"] == pytest.approx(95320 / 1024)
     same_name = older.replace("old.job", "sx.req")

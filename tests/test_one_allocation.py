@@ -30,7 +30,9 @@ stages:
   slow:
     kind: command
     needs: [first]
-    argv: [python, -c, "import os, sys, time; m = os.environ['MARK']; sys.exit(0) if os.path.exists(m) else (open(m, 'w').close(), print('slow started', flush=True), time.sleep(120))"]
+    # first attempt: leaves a mark and sleeps (until USR1 stops it); later attempts end at once
+    argv: [python, -c, "import os, sys, time; m = os.environ['MARK']; sys.exit(0) if os.path.exists(m)
+           else (open(m, 'w').close(), print('slow started', flush=True), time.sleep(120))"]
     env: {MARK: MARKER}
     resources: {cpus_per_task: 2}
   last:
@@ -141,10 +143,12 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
 
     text = log.read_text()
     assert "stopping the running step, requeueing job" in text and "[pipeline] first: up to date, skipped" in text
-    assert "last ran" in text and "last failed (step exit code 3); later stages not run" in text
+    assert "slow interrupted (SystemExit)" in text and "resuming: attempt 2 of this result" in text
+    assert "command 'python' exited with code 3" in text
+    assert "last failed (step exit code 1); later stages not run" in text
     sacct = _sacct(failing)
     assert [a["state"].split()[0] for a in sacct[failing]] == ["REQUEUED", "FAILED"]
-    names = [a["name"] for key, attempts in sacct.items() if key.split(".")[-1].isdigit() for a in attempts]
+    names = [a["name"] for key, attempts in sacct.items() if key.partition(".")[2].isdigit() for a in attempts]
     assert sorted(names) == ["alloc.first", "alloc.last", "alloc.slow", "alloc.slow"]
 
     _cli(root, "report", "-c", str(cfg), *sets(overrides))
