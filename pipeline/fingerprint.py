@@ -7,8 +7,9 @@ functions (stage modules import their library lazily inside `run`). "The project
 that holds the kind's top-level package (the repo root for pipeline/, jobs/ and stage_modules):
 third-party and standard-library modules are not followed. `from pkg.mod import x` counts
 pkg/mod.py, not pkg/__init__.py (which, for jobs/, imports every stage module and would tie
-every kind to all the others). Engine modules a kind imports (pipeline.registry, pipeline.state)
-are part of its code too. Everything is computed once per process: a `run all` of 1,000 stages
+every kind to all the others). The engine (`pipeline.*`) is not followed from a kind outside it:
+the stage contract and the state files do not change what a stage computes, and following them
+would make every result stale on any engine edit. Everything is computed once per process: a `run all` of 1,000 stages
 reads each source file once, and fingerprints are one pass over the stages in topological order.
 """
 from __future__ import annotations
@@ -70,11 +71,19 @@ def code_closure(module: str) -> tuple[tuple[str, Path], ...]:
     while todo:
         name = todo.pop()
         for dep in _resolved_imports(root, name, found[name]):
-            if dep not in found and (allowed_top is None or dep.split(".")[0] == allowed_top):
+            if dep not in found and (allowed_top is None or dep.split(".")[0] == allowed_top) \
+                    and not _engine_of_another(module, dep):
                 found[dep] = _module_file(root, dep)
                 todo.append(dep)
     _CLOSURES[module] = tuple(sorted(found.items()))
     return _CLOSURES[module]
+
+
+ENGINE = "pipeline"
+
+
+def _engine_of_another(kind_module: str, dep: str) -> bool:
+    return dep.split(".")[0] == ENGINE and kind_module.split(".")[0] != ENGINE
 
 
 def clear_cache() -> None:

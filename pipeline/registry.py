@@ -110,3 +110,27 @@ def get(kind: str) -> StageKind:
 
 def kinds() -> list[str]:
     return sorted(_KINDS)
+
+
+# Catalogs: named listings a stage package offers the command line (`python -m pipeline NAME
+# [PATTERN]`), e.g. what a model registry can build. The engine only prints them.
+_CATALOGS: dict[str, Callable[[str], dict[str, list[str]]]] = {}
+
+
+def register_catalog(name: str, fn: Callable[[str], dict[str, list[str]]]) -> None:
+    """`fn(pattern) -> {group: [names]}`, registered by a stage package when it is imported."""
+    _CATALOGS[name] = fn
+
+
+def catalog(name: str, packages: list[str] = ()) -> Callable[[str], dict[str, list[str]]]:
+    """The catalog `name`. Not registered yet: import `<package>.<name>` of each stage package
+    (a module registers its catalog on import, and packages import their modules lazily)."""
+    from importlib.util import find_spec
+    for package in packages:
+        if name in _CATALOGS:
+            break
+        if find_spec(package) and find_spec(f"{package}.{name}"):
+            importlib.import_module(f"{package}.{name}")
+    if name not in _CATALOGS:
+        raise KeyError(f"no catalog {name!r}; registered: {', '.join(sorted(_CATALOGS)) or 'none'}")
+    return _CATALOGS[name]

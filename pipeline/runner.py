@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import registry, state
-from .config import REPO_ROOT, Experiment
+from .config import REPO_ROOT, Experiment, resolved_stage_config
 from .dag import forced, select
 from .registry import StageContext, UpstreamError
 
@@ -66,7 +67,7 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
         tries = _begin_attempt(out, fps[name], job_id, fresh, log)
         _record_job(out, job_id, fps[name])
         state.atomic_write_text(out / "config.yaml", yaml.safe_dump(
-            stage_config(exp, name, fps[name]), sort_keys=False))
+            resolved_stage_config(exp, name, fps[name]), sort_keys=False))
         ctx = _context(exp, name, out, fps[name])
         record = _base_record(exp, name, job_id, fps[name])
         log.info("start %s (kind %s, fingerprint %s, job %s, attempt %d)", name, stage.kind, fps[name],
@@ -187,15 +188,6 @@ def _step_id() -> str | None:
     return os.environ.get("SLURM_STEP_ID") if os.environ.get("PIPELINE_AS_STEP") else None
 
 
-def stage_config(exp: Experiment, name: str, fingerprint: str) -> dict:
-    """What config.yaml records: this stage and the experiment-wide settings (not every stage:
-    that made a 1,000-stage run write a million stage entries)."""
-    experiment = {k: v for k, v in exp.raw.items() if k != "stages"}
-    experiment["stages"] = {name: exp.raw["stages"][name]}
-    return {"stage": name, "fingerprint": fingerprint, "stage_index": list(exp.stages).index(name),
-            "experiment": experiment}
-
-
 class _StopOnSigterm:
     """While a stage works, SIGTERM stops it (StageStopped) instead of being ignored or killing the
     process mid-write: a cancelled stage is never marked done unless its work had completed before
@@ -303,6 +295,7 @@ def _finish(started: float) -> dict:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+@functools.lru_cache(maxsize=1)   # once per process: a `run all` of 1,000 stages asked git 2,000 times
 def git_rev() -> str | None:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,

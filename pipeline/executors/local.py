@@ -19,6 +19,7 @@ class LocalExecutor(Executor):
     def __init__(self, dry_run: bool = False):
         super().__init__(dry_run)
         self.states: dict[str, str] = {}   # job id -> done | failed | never-run
+        self.written: dict = {}            # resolved config files already written by this submit
 
     def _command(self, exp: Experiment, stage: str) -> list[str]:
         resolved = exp.results_dir / "_resolved.yaml"
@@ -31,7 +32,9 @@ class LocalExecutor(Executor):
             self.states[job_id] = "never-run"
             return Submission(stage, job_id, log, "never-run")
         resolved = exp.results_dir / "_resolved.yaml"
-        atomic_write_text(resolved, yaml.safe_dump(exp.raw, sort_keys=False))
+        if not self.written.get(resolved):   # once per submit, not once per stage
+            atomic_write_text(resolved, yaml.safe_dump(exp.raw, sort_keys=False))
+            self.written[resolved] = True
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"[pipeline] running {stage} locally (log: {log})", flush=True)
         with open(log, "w") as f:
