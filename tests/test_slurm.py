@@ -147,10 +147,12 @@ def test_failed_stage_leaves_dependents_never_run_and_reconcile_cancels(slurm, t
 
 
 def test_committed_sbatch_runs_whole_dag_in_one_job(slurm, tmp_path):
-    """`sbatch sbatch/quickstart.sbatch` from a checkout: every stage in one allocation."""
+    """`sbatch sbatch/quickstart.sbatch` from a checkout: every stage in one allocation. The
+    checkout has no logs/ folder: the job creates it and still logs there (SLURM itself would
+    not create the folder of an --output path, and the job would leave no log anywhere)."""
     for name in ("configs", "pipeline", "jobs", "sbatch", ".venv"):
         (tmp_path / name).symlink_to(REPO / name)
-    (tmp_path / "logs").mkdir()
+    assert not (tmp_path / "logs").exists()
     proc = subprocess.run(["sbatch", "--parsable", "--wait", "sbatch/quickstart.sbatch"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=400)
     job = proc.stdout.strip().split(";")[0]
