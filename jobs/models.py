@@ -1,8 +1,24 @@
-"""Model builders used by the training stages."""
+"""Model builders used by the training stages, and the model registry: `create_model(spec, num_classes)`
+builds the project's own nets, torchvision's and timm's by name, with the classifier head replaced
+(`replace_head`) and pretrained weights from the caches or a state_dict file; `list_models(pattern)`
+says what can be built (also `python -m pipeline models PATTERN`)."""
 from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
+
+from pipeline.registry import register_catalog
+
+_LOG = logging.getLogger(__name__)
 
 
 class SmallCNN(nn.Module):
@@ -63,3 +79,231 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+# ---------------------------------------------------------------------------------------------
+# Models by name (issue 8): the project's own nets, torchvision's and timm's behind one call.
+# ---------------------------------------------------------------------------------------------
+
+SOURCES = ("auto", "torchvision", "timm", "project")
+
+# The project's own networks by name: name -> factory(num_classes, **kwargs) -> nn.Module.
+PROJECT_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN}
+
+
+def register_model(name: str):
+    """Decorator: add a project network to the registry (`@register_model("mlp") class MLP: ...`)."""
+    def deco(factory):
+        PROJECT_MODELS[name] = factory
+        return factory
+    return deco
+
+
+@dataclass
+class ModelSpec:
+    """What a config's `model:` mapping says."""
+    name: str
+    pretrained: str = field(default="none", metadata={"help": "imagenet | none | path of a state_dict file"})
+    source: str = field(default="auto", metadata={"help": "auto (project, torchvision, timm) | "
+                                                          "torchvision | timm | project"})
+    kwargs: dict = field(default_factory=dict, metadata={"help": "extra constructor arguments"})
+
+
+def _as_spec(spec: ModelSpec | dict | str) -> ModelSpec:
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, str):
+        return ModelSpec(spec)
+    unknown = set(spec) - {f.name for f in fields(ModelSpec)}
+    if unknown:
+        raise ValueError(f"model: unknown keys {sorted(unknown)}; valid keys: name, pretrained, source, kwargs")
+    return ModelSpec(**spec)
+
+
+def create_model(spec: ModelSpec | dict | str, num_classes: int, log: logging.Logger | None = None,
+                 image_size: int | None = None) -> nn.Module:
+    """Build `spec.name` with a `num_classes` head. pretrained: `imagenet` (torchvision's DEFAULT
+    weights from the torch hub cache, TORCH_HOME; timm's from the HF cache), `none`, or the path
+    of a state_dict file (head weights are kept when their shape fits, else re-initialised).
+    `image_size` goes to project nets that take it (the digits CNN sizes its head from it)."""
+    spec, log = _as_spec(spec), log or _LOG
+    if spec.source not in SOURCES:
+        raise ValueError(f"model {spec.name!r}: unknown source {spec.source!r}; valid choices: {', '.join(SOURCES)}")
+    source = _resolve_source(spec.name) if spec.source == "auto" else spec.source
+    imagenet = spec.pretrained == "imagenet"
+    if source == "project":
+        if imagenet:
+            raise ValueError(f"model {spec.name!r} is a project net: it has no ImageNet weights; "
+                             f"use pretrained: none or a checkpoint file")
+        model = _build_project(spec, num_classes, image_size)
+    elif source == "torchvision":
+        model = _build_torchvision(spec, imagenet)
+    elif source == "timm":
+        model = _build_timm(spec, imagenet)
+    else:
+        raise AssertionError(source)
+    log.info("model %s (%s), pretrained: %s", spec.name, source, spec.pretrained)
+    replace_head(model, num_classes, log)
+    if spec.pretrained not in ("imagenet", "none"):
+        load_checkpoint(model, spec.pretrained, log)
+    return model
+
+
+def _resolve_source(name: str) -> str:
+    """`auto`: the project's nets first, then torchvision, then timm; unknown names fail with
+    close matches from all three."""
+    if name in PROJECT_MODELS:
+        return "project"
+    import torchvision
+    if name in torchvision.models.list_models():
+        return "torchvision"
+    timm = _timm()
+    if timm is not None and timm.is_model(name):
+        return "timm"
+    raise ValueError(unknown_model_message(name))
+
+
+def unknown_model_message(name: str) -> str:
+    """One line: the unknown name and the close matches from every source."""
+    catalog = list_models()
+    pool = {n: src for src, names in reversed(list(catalog.items())) for n in names}
+    close = difflib.get_close_matches(name, list(pool), n=8, cutoff=0.6)
+    hint = ", ".join(f"{n} ({pool[n]})" for n in close) or "none"
+    return (f"unknown model {name!r}; close matches: {hint}; "
+            f"list the names with `python -m pipeline models PATTERN`")
+
+
+def _build_project(spec: ModelSpec, num_classes: int, image_size: int | None) -> nn.Module:
+    factory = PROJECT_MODELS.get(spec.name)
+    if factory is None:
+        raise ValueError(unknown_model_message(spec.name))
+    kwargs = dict(spec.kwargs)
+    if image_size is not None and "image_size" in inspect.signature(factory).parameters:
+        kwargs.setdefault("image_size", image_size)
+    return factory(num_classes, **kwargs)
+
+
+def _build_torchvision(spec: ModelSpec, imagenet: bool) -> nn.Module:
+    import torchvision
+    weights = torchvision.models.get_model_weights(spec.name).DEFAULT if imagenet else None
+    if weights is not None:
+        _check_hub_cache(spec.name, weights.url)
+    return torchvision.models.get_model(spec.name, weights=weights, **spec.kwargs)
+
+
+def _check_hub_cache(name: str, url: str) -> None:
+    """Offline stages (HF_HUB_OFFLINE=1) must find the weights the download stage staged."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not path.exists():
+        raise FileNotFoundError(f"ImageNet weights of {name} are not in the torch hub cache: {path} is missing; "
+                                f"run the download stage (it stages them) or set pretrained: <file>")
+
+
+def _build_timm(spec: ModelSpec, imagenet: bool) -> nn.Module:
+    timm = _timm()
+    if timm is None:
+        raise ValueError(f"model {spec.name!r} needs timm, which is not installed (pip install timm)")
+    try:
+        return timm.create_model(spec.name, pretrained=imagenet, **spec.kwargs)
+    except (OSError, RuntimeError) as err:   # e.g. offline and the weights are not in the HF cache
+        if not imagenet:
+            raise
+        raise FileNotFoundError(f"timm weights of {spec.name} could not be loaded ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}); run the download stage "
+                                f"(it stages them in the HF cache) or set pretrained: <file>") from err
+
+
+def _timm():
+    try:
+        import timm  # heavy and optional: imported only when a timm model is asked for
+    except ImportError:
+        return None
+    return timm
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, log: logging.Logger | None = None) -> list[str]:
+    """Load a state_dict file (or a dict holding one under `model`/`state_dict`, as best.pt does).
+    Every key must fit except the classifier's, which is skipped when its shape differs (an
+    ImageNet checkpoint into a 10-class model). Returns the skipped keys."""
+    log = log or _LOG
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained: {path} is not a file; valid choices: imagenet, none, or a "
+                                f"state_dict file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    own = model.state_dict()
+    head = find_head(model)[0] + "."
+    skipped = [k for k, v in state.items() if k.startswith(head) and k in own and own[k].shape != v.shape]
+    state = {k: v for k, v in state.items() if k not in skipped}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(k not in skipped for k in missing):
+        raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    log.info("weights from %s: %d tensors loaded%s", path, len(state),
+             f"; head kept at random init (shape differs): {', '.join(skipped)}" if skipped else "")
+    return skipped
+
+
+# --- the classifier head, whatever the architecture calls it ----------------------------------
+
+_HEAD_NAMES = ("fc", "classifier", "head", "heads")
+
+
+def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """(dotted path, module) of the final Linear classifier: timm's get_classifier(), else the
+    first of `fc`, `classifier`, `head`, `heads` that is a Linear or a container whose last
+    Linear it is (torchvision EfficientNet's classifier.1, ViT's heads.head)."""
+    if hasattr(model, "get_classifier"):
+        clf = model.get_classifier()
+        for path, module in model.named_modules():
+            if module is clf and path:
+                return path, clf
+    for name in _HEAD_NAMES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Linear):
+            return name, module
+        if isinstance(module, nn.Module):
+            linears = [(p, m) for p, m in module.named_modules() if isinstance(m, nn.Linear)]
+            if linears:
+                return f"{name}.{linears[-1][0]}", linears[-1][1]
+    raise ValueError(f"{type(model).__name__}: no classifier found (looked for get_classifier() and "
+                     f"{', '.join(_HEAD_NAMES)})")
+
+
+def replace_head(model: nn.Module, num_classes: int, log: logging.Logger | None = None
+                 ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Replace the classifier with a new Linear(in_features, num_classes); returns the old and new
+    (in_features, out_features) and logs them. timm models go through reset_classifier()."""
+    log = log or _LOG
+    path, old = find_head(model)
+    old_shape = (old.in_features, old.out_features)
+    if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):
+        model.reset_classifier(num_classes)
+        path, new = find_head(model)
+    else:
+        new = nn.Linear(old.in_features, num_classes)
+        parent, _, attr = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+    new_shape = (new.in_features, new.out_features)
+    log.info("head %s: in_features=%d, out_features=%d -> in_features=%d out_features=%d",
+             path, *old_shape, *new_shape)
+    return old_shape, new_shape
+
+
+# --- what can be built -----------------------------------------------------------------------
+
+def list_models(pattern: str = "") -> dict[str, list[str]]:
+    """Names each source can build, filtered by a glob (`resnet1*`) or a substring (`resnet1`)."""
+    import torchvision
+    catalog = {"project": sorted(PROJECT_MODELS), "torchvision": sorted(torchvision.models.list_models())}
+    timm = _timm()
+    catalog["timm"] = sorted(timm.list_models()) if timm is not None else []
+    if pattern:
+        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+        catalog = {src: [n for n in names if fnmatch.fnmatchcase(n, glob)] for src, names in catalog.items()}
+    return catalog
+
+
+register_catalog("models", list_models)   # python -m pipeline models [PATTERN]

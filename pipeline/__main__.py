@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline submit|run|status|render|report|reconcile ..."""
+"""Command line: python -m pipeline submit|run|status|render|report|reconcile|kinds|models ..."""
 from __future__ import annotations
 
 import argparse
@@ -109,6 +109,50 @@ def cmd_reconcile(args) -> int:
     return 0
 
 
+def _stage_modules(args) -> list[str]:
+    """The stage packages of -c CONFIG, else of configs/defaults.yaml (no experiment is loaded)."""
+    from . import registry
+    if args.config:
+        names = _load(args).stage_modules
+    else:
+        names = config_mod._read_yaml(config_mod.REPO_ROOT / "configs" / "defaults.yaml").get("stage_modules", ["jobs"])
+    registry.load_modules(names)
+    return names
+
+
+def cmd_kinds(args) -> int:
+    from . import registry
+    _stage_modules(args)
+    names = registry.kinds()
+    if args.kind and args.kind not in names:
+        print(f"error: unknown stage kind {args.kind!r}; valid choices: {', '.join(names)}", file=sys.stderr)
+        return 2
+    for name in [args.kind] if args.kind else names:
+        kind = registry.get(name)
+        doc = " ".join((kind.run.__doc__ or sys.modules[kind.module].__doc__ or "").strip().split("\n\n")[0].split())
+        print(f"{name}  ({kind.module}){': ' + doc.split('. ')[0].rstrip('.') if doc else ''}")
+        rows = registry.describe_params(kind.params)
+        widths = [max([len(r[i]) for r in rows] + [1]) for i in range(3)]
+        for row in rows:
+            print(("  " + "  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3]).rstrip())
+        if not rows:
+            print("  (no parameters)")
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    from . import registry
+    try:
+        listing = registry.catalog(args.command, _stage_modules(args))(args.pattern or "")
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    for group, names in listing.items():
+        print(f"{group} ({len(names)}):")
+        print("  " + ("\n  ".join(names) if names else "(none)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("reconcile", help="cancel jobs stuck behind a failed upstream stage"))
     p.set_defaults(fn=cmd_reconcile)
+
+    p = common(sub.add_parser("kinds", help="the stage kinds and their parameters (type, default, help)"))
+    p.add_argument("kind", nargs="?", help="one kind (default: all)")
+    p.set_defaults(fn=cmd_kinds)
+
+    p = common(sub.add_parser("models", help="the model names the stage packages can build"))
+    p.add_argument("pattern", nargs="?", help="a substring or glob, e.g. resnet1 or 'vit_*'")
+    p.set_defaults(fn=cmd_catalog)
     return parser
 
 

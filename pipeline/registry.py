@@ -134,3 +134,40 @@ def catalog(name: str, packages: list[str] = ()) -> Callable[[str], dict[str, li
     if name not in _CATALOGS:
         raise KeyError(f"no catalog {name!r}; registered: {', '.join(sorted(_CATALOGS)) or 'none'}")
     return _CATALOGS[name]
+
+
+def describe_params(params: type) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) of each field of a kind's parameter dataclass, for the CLI;
+    help is the field's metadata["help"] plus its bounds."""
+    import typing
+    hints = typing.get_type_hints(params)
+    rows = []
+    for f in dataclasses.fields(params):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default) if isinstance(f.default, str) else str(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = str(f.default_factory())
+        else:
+            default = "required"
+        bounds = ", ".join(f"{k} {f.metadata[k]}" for k in ("min", "max") if k in f.metadata)
+        text = f.metadata.get("help", "") + (f" ({bounds})" if bounds else "")
+        rows.append((f.name, _short_type(hints.get(f.name, f.type)), default, text.strip()))
+    return rows
+
+
+def _short_type(tp: Any) -> str:
+    """int, float, 'sgd'|'adamw', str|null, list[str], mapping."""
+    import types
+    import typing
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "|".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return "|".join(_short_type(a) for a in args)
+    if origin in (list, tuple):
+        return f"{origin.__name__}[{', '.join(_short_type(a) for a in args if a is not Ellipsis)}]"
+    if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
