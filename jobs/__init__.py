@@ -2,3 +2,4 @@
 # Registration happens on import.
 from . import deploy, deploy_bench, deploy_export, digits, emnist, evaluate  # noqa: F401
 from . import finetune, scratch_stages, tinyimagenet, train  # noqa: F401
+from . import data_stages  # noqa: F401

@@ -8,10 +8,8 @@ Layout after `emnist_download` (the NIST zip's own names, kept gzip-compressed):
 from __future__ import annotations
 
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -19,21 +17,15 @@ from pipeline.registry import StageContext, register
 from pipeline.state import atomic_path
 
 from .data import DataError, save_arrays, stratified_split, verify_manifest, write_class_counts, write_manifest
-from .datasets import read_idx
-
-NIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
-NIST_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"        # as torchvision.datasets.EMNIST checks it
-Split = Literal["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]
+from .dataset_registry import NIST_MD5, NIST_URL, fetch_nist  # noqa: F401 - NIST_MD5 kept importable here
+from .dataset_registry import EmnistSplit as Split
+from .dataset_registry import emnist_folder
+from .formats import emnist_files as split_files
+from .formats import fix_orientation, read_emnist, read_mapping  # noqa: F401 - moved to formats.py
 
 
 def emnist_dir(data_dir: Path) -> Path:
-    return data_dir / "EMNIST" / "gzip"
-
-
-def split_files(split: str) -> list[str]:
-    return [f"emnist-{split}-{part}-ubyte.gz" for part in
-            ("train-images-idx3", "train-labels-idx1", "test-images-idx3", "test-labels-idx1")] + \
-           [f"emnist-{split}-mapping.txt"]
+    return emnist_folder(data_dir)
 
 
 @dataclass
@@ -48,24 +40,13 @@ def download(p: EmnistDownloadParams, ctx: StageContext) -> dict:
     """Runs on a partition with internet; every later stage reads only what this one wrote."""
     folder = emnist_dir(ctx.data_dir)
     if not all((folder / f).exists() for f in split_files(p.split)):
-        _download_nist(folder, p.split, ctx)
+        fetch_nist(folder, p.split, ctx.log)
     else:
         ctx.log.info("EMNIST %s already staged in %s: not downloading", p.split, folder)
     write_manifest(folder, [folder / f for f in split_files(p.split)], source=NIST_URL)
     weights = _stage_weights(p, ctx)
     write_manifest(weights.parent, [weights], source=p.weights_file or f"torchvision ResNet18_Weights.{p.weights}")
     return {"split": p.split, "weights_file": str(weights), "data_folder": str(folder)}
-
-
-def _download_nist(folder: Path, split: str, ctx: StageContext) -> None:
-    from torchvision.datasets.utils import download_url
-    archive_dir = folder.parent
-    ctx.log.info("downloading %s (md5 checked) into %s", NIST_URL, archive_dir)
-    download_url(NIST_URL, str(archive_dir), filename="gzip.zip", md5=NIST_MD5)
-    with zipfile.ZipFile(archive_dir / "gzip.zip") as zf:
-        for name in split_files(split):
-            with zf.open(f"gzip/{name}") as src, atomic_path(folder / name) as tmp, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
 
 
 def _stage_weights(p: EmnistDownloadParams, ctx: StageContext) -> Path:
@@ -88,20 +69,6 @@ def _stage_weights(p: EmnistDownloadParams, ctx: StageContext) -> Path:
     return target
 
 
-def read_mapping(path: Path) -> list[str]:
-    """emnist-<split>-mapping.txt: 'label ascii_code [ascii_code]' per line -> each label's
-    character(s). `letters` starts at label 1 and lists upper and lower case: 'Aa'."""
-    rows = [[int(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
-    chars = {row[0]: "".join(chr(c) for c in row[1:]) for row in rows}
-    return [chars.get(i, "?") for i in range(max(chars) + 1)]
-
-
-def fix_orientation(images: np.ndarray) -> np.ndarray:
-    """EMNIST stores glyphs transposed: rotating -90 degrees then flipping horizontally is a
-    transpose of the last two axes. (N, 28, 28) -> (N, 28, 28)."""
-    return np.ascontiguousarray(images.transpose(0, 2, 1))
-
-
 @dataclass
 class EmnistPreprocessParams:
     split: Split = "byclass"
@@ -118,9 +85,9 @@ def preprocess(p: EmnistPreprocessParams, ctx: StageContext) -> dict:
     if missing:
         raise DataError(f"EMNIST split {p.split!r} not staged ({missing[0]} missing in {folder}); "
                         f"set the {producer} stage's split to {p.split!r} and run it")
-    x_train, y_train, x_test, y_test = (read_idx(folder / n) for n in names[:4])
-    classes = read_mapping(folder / names[4])
-    x_train, x_test = fix_orientation(x_train), fix_orientation(x_test)
+    raw = read_emnist(folder, p.split)            # glyphs upright, int64 labels
+    x_train, y_train, x_test, y_test = raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"]
+    classes = [str(c) for c in raw["classes"]]
     split = stratified_split(y_train, {"train": 1 - p.val_fraction, "val": p.val_fraction}, ctx.seed)
     arrays = {"x_train": x_train[split["train"]], "y_train": y_train[split["train"]].astype(np.int64),
               "x_val": x_train[split["val"]], "y_val": y_train[split["val"]].astype(np.int64),

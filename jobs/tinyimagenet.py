@@ -6,22 +6,20 @@ labels, so evaluation uses val, labelled through val_annotations.txt.
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from pipeline.registry import StageContext, register
 
-from .data import DataError, save_arrays, sha256, verify_manifest, write_class_counts, write_manifest
-
-URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+from .data import save_arrays, verify_manifest, write_class_counts, write_manifest
+from .dataset_registry import TINY_URL as URL
+from .dataset_registry import fetch_tinyimagenet, tiny_folder
+from .formats import load_rgb, read_tinyimagenet, read_val_annotations, read_wnids  # noqa: F401 - moved there
 
 
 def dataset_dir(data_dir: Path) -> Path:
-    return data_dir / "tiny-imagenet-200"
+    return tiny_folder(data_dir)
 
 
 @dataclass
@@ -44,13 +42,7 @@ def download(p: DeployDownloadParams, ctx: StageContext) -> dict:
     folder = dataset_dir(ctx.data_dir)
     zip_sha = None
     if not (folder / "wnids.txt").exists():
-        from torchvision.datasets.utils import download_url
-        ctx.log.info("downloading %s", URL)
-        download_url(URL, str(ctx.data_dir), filename="tiny-imagenet-200.zip")
-        archive = ctx.data_dir / "tiny-imagenet-200.zip"
-        zip_sha = sha256(archive)
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(ctx.data_dir)
+        zip_sha = fetch_tinyimagenet(ctx.data_dir, ctx.log)
     else:
         ctx.log.info("tiny-ImageNet already staged in %s: not downloading", folder)
     files = [folder / "wnids.txt", folder / "words.txt", folder / "val" / "val_annotations.txt"]
@@ -67,36 +59,6 @@ def _model_meta(p: DeployDownloadParams) -> dict:
             "pool": p.pool}
 
 
-def read_wnids(folder: Path) -> tuple[list[str], dict[str, str]]:
-    wnids = [w.strip() for w in (folder / "wnids.txt").read_text().splitlines() if w.strip()]
-    words = {}
-    for line in (folder / "words.txt").read_text().splitlines():
-        if "\t" in line:
-            wnid, text = line.split("\t", 1)
-            words[wnid] = text.strip()
-    return wnids, words
-
-
-def read_val_annotations(folder: Path) -> dict[str, str]:
-    """val/val_annotations.txt: 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1' -> file -> wnid."""
-    out = {}
-    for line in (folder / "val" / "val_annotations.txt").read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2:
-            out[parts[0]] = parts[1]
-    return out
-
-
-def load_rgb(path: Path, size: int = 64) -> np.ndarray:
-    """JPEG -> (size, size, 3) uint8; greyscale (and CMYK) images are converted to RGB."""
-    from PIL import Image
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
 @dataclass
 class TinyPreprocessParams:
     train_per_class: int = field(default=100, metadata={"min": 0, "help": "0 = all 500"})
@@ -108,26 +70,9 @@ class TinyPreprocessParams:
 def preprocess(p: TinyPreprocessParams, ctx: StageContext) -> dict:
     folder = dataset_dir(ctx.data_dir)
     verify_manifest(folder, " / ".join(ctx.upstream) or "download")
-    wnids, words = read_wnids(folder)
-    wnids = wnids[:p.num_classes]
-    index = {w: i for i, w in enumerate(wnids)}
-    x_train, y_train = [], []
-    for w in wnids:
-        files = sorted((folder / "train" / w / "images").glob("*.JPEG"))
-        if not files:
-            raise DataError(f"no training images for {w} in {folder / 'train' / w / 'images'}")
-        for f in files[:p.train_per_class or None]:
-            x_train.append(load_rgb(f))
-            y_train.append(index[w])
-    x_val, y_val, kept = [], [], {w: 0 for w in wnids}
-    for name, w in sorted(read_val_annotations(folder).items()):
-        if w in index and (not p.val_per_class or kept[w] < p.val_per_class):
-            x_val.append(load_rgb(folder / "val" / "images" / name))
-            y_val.append(index[w])
-            kept[w] += 1
-    classes = [words.get(w, w).split(",")[0] for w in wnids]
-    arrays = {"x_train": np.stack(x_train), "y_train": np.array(y_train, np.int64), "x_val": np.stack(x_val),
-              "y_val": np.array(y_val, np.int64), "classes": np.array(classes), "wnids": np.array(wnids)}
+    arrays = read_tinyimagenet(folder, p.num_classes, p.train_per_class, p.val_per_class)
+    wnids, y_train, y_val = list(arrays["wnids"]), arrays["y_train"], arrays["y_val"]
+    classes = [str(c) for c in arrays["classes"]]
     save_arrays(ctx.out_dir / "split.npz", **arrays)
     write_class_counts(ctx.out_dir / "class_counts.csv", classes, {"train": arrays["y_train"], "val": arrays["y_val"]})
     ctx.log.info("%d classes, %d train and %d val images (val is the labelled evaluation split)",

@@ -161,3 +161,64 @@ def write_tiny_imagenet(data_dir: Path, wnids=("n01443537", "n01629819", "n01641
     (root / "val" / "val_annotations.txt").write_text("".join(annotations))
     Image.fromarray(image(0)).save(root / "test" / "images" / "test_0.JPEG")
     return {"root": root, "val_labels": labels, "wnids": list(wnids)}
+
+
+def write_cifar10_three(root: Path, per_class_train: int = 100, per_class_test: int = 40, per_other: int = 20,
+                        seed: int = 0) -> dict:
+    """cifar-10-batches-py/ under root, 32x32x3: airplane (0), cat (3) and dog (5) with
+    per_class_train/per_class_test images each, plus per_other (half as many in test) of bird (2)
+    and truck (9), which a `classes: [cat, dog, airplane]` subset must drop. Each image is one of
+    scikit-learn's real 8x8 digits (0, 1, 2, 3, 4 by class; scaled to 24x24, centred) drawn in a
+    class colour over noise: real strokes, separable in colour and in grey."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    source = {0: 0, 3: 1, 5: 2, 2: 3, 9: 4}                      # CIFAR class -> digit drawn
+    tint = {0: (1.0, 0.6, 0.3), 3: (0.3, 1.0, 0.6), 5: (0.6, 0.3, 1.0), 2: (0.8, 0.8, 0.8), 9: (1.0, 1.0, 0.2)}
+
+    def make(per_class, pool_offset):
+        xs, ys = [], []
+        for cls, digit in source.items():
+            n = per_class if cls in (0, 3, 5) else per_other // (1 + pool_offset)
+            pool = np.flatnonzero(d.target == digit)[pool_offset::2]   # train and test: disjoint writers' images
+            for i in rng.choice(pool, n, replace=len(pool) < n):
+                glyph = np.kron(d.images[i], np.ones((3, 3))) / 16                      # (24, 24) in 0..1
+                img = rng.normal(40, 15, (32, 32, 3))
+                img[4:28, 4:28] += glyph[..., None] * 180 * np.array(tint[cls])
+                xs.append(np.clip(img, 0, 255).astype(np.uint8))
+                ys.append(cls)
+        order = rng.permutation(len(ys))
+        return np.stack(xs)[order], np.array(ys)[order]
+    x_train, y_train = make(per_class_train, 0)
+    x_test, y_test = make(per_class_test, 1)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    write_cifar10(Path(root) / "cifar-10-batches-py", x_train, y_train, x_test, y_test, classes)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "classes": classes}
+
+
+# CIFAR-100's 20 superclasses, and 5 fine classes each (the release's fine ids are alphabetical;
+# these fixture fine names are the release's own, grouped by superclass).
+CIFAR100_COARSE = ["aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+                   "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+                   "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+                   "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+                   "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2"]
+
+
+def write_cifar100_like(root: Path, per_fine_train: int = 3, per_fine_test: int = 1, seed: int = 0) -> dict:
+    """cifar-100-python/{train, test, meta} under root: 100 fine classes (fine id f belongs to
+    superclass f // 5 here), random images whose mean colour encodes the fine class."""
+    from jobs.formats import write_cifar100
+    rng = np.random.default_rng(seed)
+    fine_names = [f"fine_{c:02d}" for c in range(100)]
+
+    def make(per):
+        fine = rng.permutation(np.repeat(np.arange(100), per))
+        x = np.clip(rng.normal(0, 10, (len(fine), 32, 32, 3)) + (fine * 2.5)[:, None, None, None], 0, 255)
+        return x.astype(np.uint8), fine, fine // 5
+    x_train, fine_train, coarse_train = make(per_fine_train)
+    x_test, fine_test, coarse_test = make(per_fine_test)
+    write_cifar100(Path(root) / "cifar-100-python", x_train, fine_train, coarse_train, x_test, fine_test, coarse_test,
+                   fine_names, CIFAR100_COARSE)
+    return {"x_train": x_train, "fine_train": fine_train, "coarse_train": coarse_train, "x_test": x_test,
+            "fine_test": fine_test, "coarse_test": coarse_test, "fine_names": fine_names}
