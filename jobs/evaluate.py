@@ -56,16 +56,19 @@ def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageC
     from .models import build_model
     from .plots import plot_confusion
     from .train_loop import TrainParams, evaluate, resolve_device
-    from .vision import make_prepare
+    from .vision import make_prepare, transform_from_meta
 
     best = ctx.load_upstream(stage_dir.name, "best.pt",
                              lambda path: torch.load(path, map_location="cpu", weights_only=False))
     meta = best["meta"]
-    model = build_model(meta["model"], meta["num_classes"], meta["image_size"])
+    if "spec" in meta:                       # written by kind `train`: registry model + surgery
+        model, prepare = rebuild_model(meta, ctx.log), transform_from_meta(meta)
+    else:
+        model, prepare = build_model(meta["model"], meta["num_classes"], meta["image_size"]), make_prepare(meta)
     model.load_state_dict(best["model"])
     device = resolve_device(ctx.device)
     x, y = torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])
-    result = evaluate(model.to(device), x, y, make_prepare(meta), device, TrainParams(batch_size=p.batch_size))
+    result = evaluate(model.to(device), x, y, prepare, device, TrainParams(batch_size=p.batch_size))
     pred, true = result["pred"].numpy(), y.numpy()
     classes = meta["classes"]
     labels = list(range(len(classes)))
@@ -80,6 +83,17 @@ def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageC
     return {"test_acc": acc, "test_loss": result["loss"], "macro_precision": float(prec.mean()),
             "macro_recall": float(rec.mean()), "macro_f1": float(f1.mean()), "test_size": int(len(true)),
             "best_epoch": int(best["epoch"]), "val_acc": float(best["val_acc"]), "regime": meta.get("regime", "")}
+
+
+def rebuild_model(meta: dict, log):
+    """The model a `train` stage saved: its spec (no pretrained weights: best.pt has them all) and
+    its surgery steps in order, freeze skipped (it changes no module, only what trains)."""
+    from .models import create_model
+    from .surgery import apply_surgery
+    model = create_model({**meta["spec"], "pretrained": "none"}, meta["num_classes"], log,
+                         image_size=meta["resolution"])
+    apply_surgery(model, [s for s in meta.get("surgery", []) if "freeze" not in s], log)
+    return model
 
 
 def _write_tables(out: Path, classes, cm, prec, rec, f1, support) -> None:

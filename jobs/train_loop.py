@@ -25,12 +25,19 @@ Prepare = Callable[[torch.Tensor, bool], torch.Tensor]   # (uint8 batch, trainin
 class TrainParams:
     epochs: int = field(default=10, metadata={"min": 1})
     batch_size: int = field(default=64, metadata={"min": 1})
-    optimizer: Literal["sgd", "adamw"] = "adamw"
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = field(default=1e-3, metadata={"min": 0.0})
     weight_decay: float = field(default=1e-4, metadata={"min": 0.0})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
     warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
+    step_size: int = field(default=10, metadata={"min": 1, "help": "schedule step: lr *= gamma every step_size epochs"})
+    gamma: float = field(default=0.1, metadata={"min": 0.0, "help": "schedule step: the factor per step"})
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0,
+                                                          "help": "training loss only; val loss is plain CE"})
+    mixup_alpha: float = field(default=0.0, metadata={"min": 0.0, "help": "MixUp Beta(a, a) per batch; 0 = off"})
+    cutmix_alpha: float = field(default=0.0, metadata={
+        "min": 0.0, "help": "CutMix Beta(a, a) per batch; 0 = off (both on: one of them per batch, 50/50)"})
     patience: int = field(default=0, metadata={
         "min": 0, "help": "early stop after this many epochs without a better val acc; 0 = off"})
     amp: bool = field(default=False, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
@@ -87,11 +94,13 @@ def resolve_device(requested: str) -> torch.device:
 def make_optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
     if p.optimizer == "sgd":
         return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=True)
+    if p.optimizer == "adam":   # L2 added to the gradient (coupled), unlike AdamW's decoupled decay
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
     return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
 
 
 def make_scheduler(opt, p: TrainParams, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step linear warmup, then cosine to zero (or constant)."""
+    """Per-step linear warmup, then cosine to zero, constant, or step (x gamma every step_size epochs)."""
     total = max(1, p.epochs * steps_per_epoch)
     warmup = int(p.warmup_epochs * steps_per_epoch)
 
@@ -100,6 +109,8 @@ def make_scheduler(opt, p: TrainParams, steps_per_epoch: int) -> torch.optim.lr_
             return (step + 1) / warmup
         if p.schedule == "constant":
             return 1.0
+        if p.schedule == "step":
+            return p.gamma ** ((step // steps_per_epoch) // p.step_size)
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -129,18 +140,57 @@ def train_mode(model: nn.Module) -> None:
                 module.eval()
 
 
+def make_loss(p: TrainParams) -> nn.CrossEntropyLoss:
+    """The training loss: cross-entropy, with label smoothing when asked."""
+    return nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
+
+
+def mix_batch(inputs: torch.Tensor, targets: torch.Tensor, p: TrainParams, generator: torch.Generator | None):
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019) on a prepared batch. Returns
+    (inputs, targets_a, targets_b, lam): the loss is lam * CE(a) + (1 - lam) * CE(b). Without
+    either alpha, the batch as it is and lam = 1. Random draws come from `generator` (the loop's,
+    saved in the resume checkpoint), so a run is reproducible and resumes exactly."""
+    use = [kind for kind, alpha in (("mixup", p.mixup_alpha), ("cutmix", p.cutmix_alpha)) if alpha > 0]
+    if not use:
+        return inputs, targets, targets, 1.0
+    draw = torch.randint(0, 2**31 - 1, (3,), generator=generator).tolist()
+    kind = use[draw[0] % len(use)]
+    rng = np.random.default_rng(draw[1])
+    lam = float(rng.beta(*(2 * [p.mixup_alpha if kind == "mixup" else p.cutmix_alpha])))
+    perm = torch.randperm(len(targets), generator=torch.Generator().manual_seed(draw[2])).to(inputs.device)
+    if kind == "mixup":
+        return lam * inputs + (1 - lam) * inputs[perm], targets, targets[perm], lam
+    h, w = inputs.shape[-2:]                                   # a box of area (1 - lam), clipped at the edges
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    mixed = inputs.clone()
+    mixed[..., y0:y1, x0:x1] = inputs[perm][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)                  # the pasted area's true share
+    return mixed, targets, targets[perm], lam
+
+
+def mixed_loss(loss_fn, logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor, lam: float):
+    if lam == 1.0:
+        return loss_fn(logits, targets_a)
+    return lam * loss_fn(logits, targets_a) + (1 - lam) * loss_fn(logits, targets_b)
+
+
 def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p: TrainParams,
                     generator, log, epoch: int) -> dict:
     train_mode(model)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = make_loss(p)
     total_loss, correct, seen = 0.0, 0, 0
     steps = math.ceil(len(y) / p.batch_size)
     started = time.perf_counter()
     for step, idx in enumerate(batches(len(y), p.batch_size, generator), 1):
         inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=True)
+        inputs, targets_a, targets_b, lam = mix_batch(inputs, targets, p, generator)
+        targets = targets_a if lam >= 0.5 else targets_b             # train acc: against the dominant target
         with _autocast(device, p):
             logits = model(inputs)                                   # (N, classes)
-            loss = loss_fn(logits, targets)
+            loss = mixed_loss(loss_fn, logits, targets_a, targets_b, lam)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
