@@ -13,7 +13,7 @@ def test_kinds_lists_every_kind_with_typed_parameters():
     after = out.split("train_classifier  (jobs.train)")[1].splitlines()[1:]
     block = "\n".join(line for line in after[:next(i for i, l in enumerate(after + [""]) if not l.startswith("  "))])
     assert re.search(r"^  epochs +int +10 +\(min 1\)$", block, re.M)
-    assert re.search(r"^  optimizer +'sgd'\|'adamw' +'adamw'$", block, re.M)
+    assert re.search(r"^  optimizer +'sgd'\|'adam'\|'adamw' +'adamw'$", block, re.M)
     assert re.search(r"^command  \(pipeline\.builtin_stages\)", out, re.M)
     assert re.search(r"^  argv +list\[str\] +\[\] +program and arguments; no shell$", out, re.M)
 
@@ -29,9 +29,9 @@ def test_kinds_one_kind_shows_help(capsys):
 
 
 def test_kinds_unknown_kind_lists_choices(capsys):
-    assert main(["kinds", "train"]) == 2
+    assert main(["kinds", "train_clasifier"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown stage kind 'train'; valid choices: ") and "train_classifier" in err
+    assert err.startswith("error: unknown stage kind 'train_clasifier'; valid choices: ") and "train_classifier" in err
 
 
 def test_models_pattern_lists_each_source(capsys):
