@@ -239,20 +239,29 @@ def _heartbeat(path: Path, every_s: float = 15.0):
         stop.set()
 
 
-def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int:
-    """Run the selected stages in order; skip done ones unless forced. Returns an exit code.
-
-    A forced stage, and any stage whose upstream reran here, starts clean (never resumes)."""
-    fps = state.fingerprints(exp)
-    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("PIPELINE_JOB_ID")
-    rerun: set[str] = set()
+def plan_run(exp: Experiment, targets: list[str], force: bool = False,
+             fps: dict | None = None) -> list[tuple[str, bool]]:
+    """(stage, fresh) for every selected stage that must run, in order; done ones are skipped
+    unless forced. A forced stage, and any stage whose upstream reruns here, starts clean."""
+    fps = fps or state.fingerprints(exp)
     forced_stages = forced(exp.stages, targets) if force else set()
+    to_run: list[tuple[str, bool]] = []
+    names: set[str] = set()
     for name in select(exp.stages, targets):
-        fresh = name in forced_stages or any(d in rerun for d in exp.stages[name].needs)
+        fresh = name in forced_stages or any(d in names for d in exp.stages[name].needs)
         if not fresh and state.is_done(exp.stage_dir(name), fps[name]):
             print(f"[pipeline] {name}: up to date, skipped", flush=True)
             continue
-        rerun.add(name)
+        names.add(name)
+        to_run.append((name, fresh))
+    return to_run
+
+
+def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int:
+    """Run the selected stages in order (see plan_run). Returns an exit code."""
+    fps = state.fingerprints(exp)
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("PIPELINE_JOB_ID")
+    for name, fresh in plan_run(exp, targets, force, fps):
         try:
             run_stage(exp, name, job_id, fps=fps, fresh=fresh)
         except (Exception, StageStopped) as err:  # the traceback is already in the log

@@ -18,9 +18,7 @@ import sys
 import threading
 from typing import Mapping
 
-from . import state
 from .config import Experiment
-from .dag import forced, select
 
 STEP_ENV = "PIPELINE_AS_STEP"          # set for the stage process of a step: the runner records the step id
 BATCH_STEP_IDS = ("", "batch", "4294967294")   # SLURM_STEP_ID of the batch script itself (if set at all)
@@ -38,20 +36,10 @@ def in_step(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def plan(exp: Experiment, targets: list[str], force: bool = False) -> list[tuple[str, bool]]:
-    """(stage, fresh) for every stage to run, in order: what `run_targets` would run. A forced
-    stage, or one whose upstream reruns here, starts clean (`--force` for its step)."""
-    fps = state.fingerprints(exp)
-    forced_stages = forced(exp.stages, targets) if force else set()
-    rerun: list[tuple[str, bool]] = []
-    names: set[str] = set()
-    for name in select(exp.stages, targets):
-        fresh = name in forced_stages or any(d in names for d in exp.stages[name].needs)
-        if not fresh and state.is_done(exp.stage_dir(name), fps[name]):
-            print(f"[pipeline] {name}: up to date, skipped", flush=True)
-            continue
-        names.add(name)
-        rerun.append((name, fresh))
-    return rerun
+    """(stage, fresh) for every stage to run, in order: exactly what `run_targets` would run
+    (a fresh stage gets `--force` for its step)."""
+    from .runner import plan_run
+    return plan_run(exp, targets, force)
 
 
 def step_command(exp: Experiment, name: str, config_arg: str, overrides: list[str], fresh: bool,
