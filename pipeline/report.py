@@ -57,7 +57,7 @@ def _stage_records(stage_dir: Path, experiment: str) -> list[dict]:
         problem = problem or "missing, although the stage finished (_SUCCESS is there)"
         print(f"[pipeline] warning: {path}: {problem}; its efficiency.csv row is marked {UNREADABLE}",
               file=sys.stderr, flush=True)
-        record = _placeholder(stage_dir, experiment)
+        record = _row_without_accounting(stage_dir, experiment)
     extra = state.read_json(stage_dir / "accounting_extra.json", []) or []
     return [record] + [r for r in extra if isinstance(r, dict)]
 
@@ -75,7 +75,7 @@ def _read_record(path: Path) -> tuple[dict | None, str | None]:
     return data, None
 
 
-def _placeholder(stage_dir: Path, experiment: str) -> dict:
+def _row_without_accounting(stage_dir: Path, experiment: str) -> dict:
     """The row of a stage without a readable record: what job.json and config.yaml still say."""
     job = state.job_record(stage_dir)
     kind = None

@@ -196,10 +196,14 @@ def test_a_file_where_results_or_a_stage_folder_should_be(done, tmp_path):
     assert f"cannot use {results / 'quickstart' / 'download'}" in line and "a file is in the way" in line
 
 
-def _mount_tmpfs(path: Path, options: str) -> bool:
+def _mount_tmpfs(path: Path, options: str) -> None:
+    """A real small or read-only file system; CI (root) must be able to make one."""
     path.mkdir(parents=True, exist_ok=True)
-    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                                                capture_output=True).returncode == 0
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must be able to mount a tmpfs: {proc.stderr.strip()}")
+        pytest.skip(f"cannot mount tmpfs here: {proc.stderr.strip()}")
 
 
 needs_mount = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
@@ -208,8 +212,7 @@ needs_mount = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs nee
 @needs_mount
 def test_read_only_results_folder(done, tmp_path):
     results = tmp_path / "ro"
-    if not _mount_tmpfs(results, "ro,size=1m"):
-        pytest.skip("cannot mount tmpfs here")
+    _mount_tmpfs(results, "ro,size=1m")
     try:
         overrides = [o for o in done["overrides"] if not o.startswith("paths.results")]
         args = ["-c", CONFIG, *sets(overrides + [f"paths.results={results}"])]
@@ -224,8 +227,7 @@ def test_read_only_results_folder(done, tmp_path):
 @needs_mount
 def test_full_disk(done, tmp_path):
     results = tmp_path / "full"
-    if not _mount_tmpfs(results, "size=256k"):
-        pytest.skip("cannot mount tmpfs here")
+    _mount_tmpfs(results, "size=256k")
     try:
         (results / "quickstart" / "download").mkdir(parents=True)
         subprocess.run(["dd", "if=/dev/zero", f"of={results / 'filler'}", "bs=4k"], capture_output=True)
