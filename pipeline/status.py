@@ -1,7 +1,6 @@
 """The state of every stage, from files on disk plus squeue/sacct; and `reconcile`."""
 from __future__ import annotations
 
-import subprocess
 
 from . import state
 from .accounting import FAILED_STATES, query_sacct, query_squeue, stage_usage
@@ -87,7 +86,7 @@ def reconcile(exp: Experiment) -> list[str]:
     rows = {r["stage"]: r for r in stage_states(exp)}
     history = {n: state.all_job_ids(exp.stage_dir(n)) for n in rows}
     queued = query_squeue([j for ids in history.values() for j in ids])
-    messages = []
+    messages, doomed = [], []
     for name, row in rows.items():
         for job in history[name]:
             live = queued.get(job)
@@ -101,8 +100,11 @@ def reconcile(exp: Experiment) -> list[str]:
                 where = f"superseded by job {row['job_id']} and waiting on an old dependency"
             else:
                 continue
-            subprocess.run(["scancel", job], check=False)
+            doomed.append(job)
             messages.append(f"cancelled {name} (job {job}): {where}")
+    if doomed:
+        from .executors.slurm import SlurmExecutor   # the one place that runs scancel
+        SlurmExecutor().cancel(doomed)
     return messages
 
 

@@ -34,6 +34,20 @@ def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None =
     return proc
 
 
+def terminate_at(cmd: list[str], marker: str, timeout: float = 60) -> tuple[int, str]:
+    """Run `cmd` from the repo root, send SIGTERM once a line contains `marker`; return its exit
+    code and the output that followed the signal."""
+    import signal
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if marker in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    proc.wait(timeout=timeout)
+    return proc.returncode, rest
+
+
 def sets(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, cli, sets, status_json
+from conftest import REPO, cli, sets, status_json, terminate_at
 from pipeline.accounting import COLUMNS
 
 CONFIG = "configs/quickstart.yaml"
@@ -136,14 +135,9 @@ def test_killed_training_resumes_from_its_checkpoint(done_run, tmp_path):
     shutil.copytree(done_run["root"] / "results", results)
     overrides += [f"paths.results={results}", "stages.train.epochs=40", "stages.train.patience=0"]
     cmd = [sys.executable, "-m", "pipeline", "run", "train", "-c", CONFIG, *sets(overrides)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Epoch 3/40" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    proc.wait(timeout=60)
+    returncode, _ = terminate_at(cmd, "Epoch 3/40")
     train = results / "quickstart" / "train"
-    assert proc.returncode != 0 and not (train / "_SUCCESS").exists()
+    assert returncode != 0 and not (train / "_SUCCESS").exists()
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout
     resumed_after = int(rerun.stdout.split("after epoch ")[1].split()[0])

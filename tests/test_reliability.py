@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, sets, status_json
+from conftest import REPO, cli, sets, status_json, terminate_at
 
 CONFIG = "configs/quickstart.yaml"
 
@@ -86,15 +85,9 @@ def test_resume_only_after_an_interruption_and_cost_sums_attempts(run_copy):
     """SIGTERM at epoch 3 of 40: the rerun resumes, and accounting covers both attempts."""
     overrides = run_copy["overrides"] + ["stages.train.epochs=40", "stages.train.patience=0"]
     cmd = [sys.executable, "-m", "pipeline", "run", "train", "-c", CONFIG, *sets(overrides)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Epoch 3/40" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stdout.read()
-    proc.wait(timeout=60)
+    returncode, rest = terminate_at(cmd, "Epoch 3/40")
     train = run_copy["results"] / "train"
-    assert proc.returncode == 1 and not (train / "_SUCCESS").exists()
+    assert returncode == 1 and not (train / "_SUCCESS").exists()
     assert "interrupted (StageStopped)" in rest
     first = json.loads((train / "accounting.json").read_text())
     assert first["status"] == "interrupted" and first["attempts"] == 1 and first["wall_s"] > 0
