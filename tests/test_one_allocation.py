@@ -138,6 +138,10 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     _wait(lambda: log.exists() and "slow started" in log.read_text(), 120)
     subprocess.run(["scancel", "--signal=USR1", "--batch", failing], check=True)
     _wait(lambda: "PENDING" in _squeue_state(failing) or not _squeue_state(failing), 60)
+    # Start the requeued attempt at once, but only once the old attempt's step has ended: slurmd
+    # refuses to launch a job whose killed step is still exiting ("already killed"), which on a
+    # loaded machine took 3 s and failed the attempt. SLURM's own requeue delay covers this.
+    _wait(lambda: not _live_steps(failing), 60)
     subprocess.run(["scontrol", "update", f"jobid={failing}", "starttime=now"], check=False)
     wait_for_jobs([failing], timeout=180)
 
@@ -160,6 +164,16 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     assert float(slow["sacct_elapsed_s"]) == sum(steps_elapsed)
     assert rows["first"]["sacct_attempts"] == "1" and rows["last"]["status"] == "failed"
     assert json.loads((tmp_path / "results" / "alloc" / "slow" / "accounting.json").read_text())["job_ids"] == [failing]
+
+
+def _live_steps(job: str) -> str:
+    """Steps of `job` still running, as squeue or sacct (every attempt) see them."""
+    queued = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout
+    acct = subprocess.run(["sacct", "-D", "-n", "-P", "-j", job, "-o", "JobID,State"], capture_output=True,
+                          text=True).stdout
+    running = [line for line in acct.splitlines() if "." in line.split("|")[0]
+               and line.split("|")[1].startswith(("RUNNING", "COMPLETING"))]
+    return (queued.strip() + "\n".join(running)).strip()
 
 
 def _squeue_state(job: str) -> str:
