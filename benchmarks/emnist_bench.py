@@ -55,7 +55,7 @@ def probe_pair(work: Path, resolution: int, per_class: int) -> dict:
 
 
 def _model():
-    from jobs.models import build_model
+    from jobs.models.registry import build_model
     torch.manual_seed(0)
     return build_model("resnet18", 62, 0)
 
@@ -68,7 +68,7 @@ def _step(model, opt, inputs, targets):
 
 
 def ours_img_per_s(images: np.ndarray, labels: np.ndarray, resolution: int, batch: int, steps: int) -> float:
-    from jobs.vision import ImagenetBatch
+    from jobs.training.transforms import ImagenetBatch
     model = _model().to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     prepare = ImagenetBatch(resolution)

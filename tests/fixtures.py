@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.datasets import write_cifar10, write_idx
+from jobs.data.formats import write_cifar10, write_idx
 
 
 def digits_28px() -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +107,7 @@ def write_random_resnet18(path: Path, seed: int = 0, calibrate: np.ndarray | Non
     import torch
     from torchvision.models import resnet18
 
-    from jobs.vision import ImagenetBatch
+    from jobs.training.transforms import ImagenetBatch
     torch.manual_seed(seed)
     model = resnet18(weights=None)
     if calibrate is not None:
@@ -208,7 +208,7 @@ CIFAR100_COARSE = ["aquatic_mammals", "fish", "flowers", "food_containers", "fru
 def write_cifar100_like(root: Path, per_fine_train: int = 3, per_fine_test: int = 1, seed: int = 0) -> dict:
     """cifar-100-python/{train, test, meta} under root: 100 fine classes (fine id f belongs to
     superclass f // 5 here), random images whose mean colour encodes the fine class."""
-    from jobs.formats import write_cifar100
+    from jobs.data.formats import write_cifar100
     rng = np.random.default_rng(seed)
     fine_names = [f"fine_{c:02d}" for c in range(100)]
 

@@ -9,8 +9,8 @@ from pipeline.__main__ import main
 
 def test_kinds_lists_every_kind_with_typed_parameters():
     out = cli("kinds").stdout
-    assert re.search(r"^train_classifier  \(jobs\.train\): ", out, re.M)
-    after = out.split("train_classifier  (jobs.train)")[1].splitlines()[1:]
+    assert re.search(r"^train  \(jobs\.stages\.train\): ", out, re.M)
+    after = out.split("train  (jobs.stages.train)")[1].splitlines()[1:]
     block = "\n".join(line for line in after[:next(i for i, l in enumerate(after + [""]) if not l.startswith("  "))])
     assert re.search(r"^  epochs +int +10 +\(min 1\)$", block, re.M)
     assert re.search(r"^  optimizer +'sgd'\|'adam'\|'adamw' +'adamw'$", block, re.M)
@@ -19,19 +19,19 @@ def test_kinds_lists_every_kind_with_typed_parameters():
 
 
 def test_kinds_one_kind_shows_help(capsys):
-    assert main(["kinds", "train_classifier"]) == 0
+    assert main(["kinds", "train"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("train_classifier  (jobs.train): Stage kind `train_classifier`")
+    assert out.splitlines()[0].startswith("train  (jobs.stages.train): Stage kind `train`")
     assert re.search(r"^  patience +int +0 +early stop after this many epochs without a better val acc; "
                      r"0 = off \(min 0\)$", out, re.M)
-    assert re.search(r"^  model +str +'small_cnn'$", out, re.M)
+    assert re.search(r"^  augment +list\['crop_pad'\|'hflip'", out, re.M)
     assert "finetune" not in out
 
 
 def test_kinds_unknown_kind_lists_choices(capsys):
-    assert main(["kinds", "train_clasifier"]) == 2
+    assert main(["kinds", "trian"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown stage kind 'train_clasifier'; valid choices: ") and "train_classifier" in err
+    assert err.startswith("error: unknown stage kind 'trian'; valid choices: ") and " train," in err
 
 
 def test_models_pattern_lists_each_source(capsys):

@@ -13,10 +13,11 @@ import pytest
 from conftest import cli, sets
 from fixtures import (CIFAR100_COARSE, EMNIST_BYCLASS, L_GLYPH, write_cifar10_three, write_cifar100_like,
                       write_cifar_like, write_emnist, write_mnist, write_tiny_imagenet)
-from jobs import data_stages, datasets, emnist, formats, tinyimagenet
-from jobs.data import DataError, stratified_split
-from jobs.dataset_registry import DATASETS, get_dataset
-from jobs.splits import SplitPlan, class_subset, mapping_tables, relabel, split_arrays, to_grey
+from jobs.data import formats
+from jobs.stages import data as data_stages
+from jobs.data.files import DataError, stratified_split
+from jobs.data.datasets import DATASETS, get_dataset
+from jobs.data.splits import SplitPlan, class_subset, mapping_tables, relabel, split_arrays, to_grey
 from pipeline.registry import StageContext
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -31,13 +32,7 @@ def make_ctx(tmp_path, stage: str, upstream: dict | None = None, seed: int = 0) 
 
 
 # ------------------------------------------------------------------------------------ readers
-def test_old_names_are_the_moved_readers():
-    """One copy of each reader: the old modules re-export the ones in jobs/formats.py."""
-    assert datasets.read_idx is formats.read_idx and datasets.read_cifar10 is formats.read_cifar10
-    assert datasets.write_idx is formats.write_idx and datasets.write_cifar10 is formats.write_cifar10
-    assert emnist.read_mapping is formats.read_mapping and emnist.fix_orientation is formats.fix_orientation
-    assert tinyimagenet.read_wnids is formats.read_wnids and tinyimagenet.load_rgb is formats.load_rgb
-    assert tinyimagenet.read_val_annotations is formats.read_val_annotations
+def test_datasets_by_name():
     assert sorted(DATASETS) == ["cifar10", "cifar100", "digits", "emnist", "mnist", "tinyimagenet"]
     with pytest.raises(DataError, match="valid choices: digits, mnist, emnist, cifar10, cifar100, tinyimagenet"):
         get_dataset("svhn")

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
 from fixtures import write_tiny_imagenet
-from jobs.deploy import QuantizeParams, choose_method
-from jobs.deploy_bench import measure
-from jobs.tinyimagenet import read_val_annotations, read_wnids
+from jobs.stages.deploy import QuantizeParams, choose_method
+from jobs.stages.deploy_bench import measure
+from jobs.stages.tinyimagenet import read_val_annotations, read_wnids
 
 CONFIG = "configs/deploy.yaml"
 STAGES = ["download", "preprocess", "head", "quantize", "export_onnx", "tensorrt", "benchmark", "report"]

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
 from fixtures import EMNIST_BYCLASS, L_GLYPH, write_emnist, write_random_resnet18
-from jobs.emnist import fix_orientation, read_mapping
+from jobs.stages.emnist import fix_orientation, read_mapping
 
 CONFIG = "configs/emnist.yaml"
 STAGES = ["download", "preprocess", "linear_probe", "unfreeze", "full", "evaluate", "report"]

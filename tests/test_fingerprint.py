@@ -151,7 +151,8 @@ def test_editing_the_loop_reruns_training_and_nothing_else(fakepkg, workspace):
 
 def test_real_training_kind_includes_the_shared_loop():
     registry.load_modules(["jobs"])
-    closure = registry.get("train_classifier").code_closure()
-    assert {"jobs.train", "jobs.train_loop", "jobs.models"} <= set(closure)
-    assert "jobs.deploy" not in closure and "jobs" not in closure   # jobs/__init__ imports them all
-    assert "jobs.train_loop" in registry.get("finetune").code_closure()
+    closure = registry.get("train").code_closure()
+    assert {"jobs.stages.train", "jobs.training.loop", "jobs.models.registry"} <= set(closure)
+    # jobs/__init__ and jobs/stages/__init__ import every stage module: not followed
+    assert not {"jobs.stages.deploy", "jobs.stages", "jobs"} & set(closure)
+    assert "jobs.training.loop" in registry.get("evaluate_classifier").code_closure()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.models import SmallCNN, create_model, find_head, list_models, replace_head
+from jobs.models.registry import SmallCNN, create_model, find_head, list_models, replace_head
 
 X32 = torch.randn(2, 3, 32, 32)   # (N, C, H, W): every model here is built and run at 32 px
 

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
 from fixtures import write_cifar_like, write_mnist
-from jobs.data import DataError
-from jobs.datasets import read_cifar10, read_idx, write_idx
+from jobs.data.files import DataError
+from jobs.data.formats import read_cifar10, read_idx, write_idx
 
 
 @pytest.mark.parametrize("gz", [True, False])

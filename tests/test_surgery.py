@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.models import count_params, create_model
-from jobs.surgery import SqueezeExcite, add_se, apply_surgery, freeze, last_stage, replace_activation, se_params
+from jobs.models.registry import count_params, create_model
+from jobs.models.surgery import SqueezeExcite, add_se, apply_surgery, freeze, last_stage, replace_activation, se_params
 
 X32 = torch.randn(2, 3, 32, 32)   # (N, C, H, W)
 

@@ -12,8 +12,8 @@ from torch import nn
 
 from conftest import cli, sets
 from fixtures import write_cifar10_three
-from jobs.train_loop import TrainParams, make_loss, make_optimizer, make_scheduler, mix_batch, mixed_loss
-from jobs.vision import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats
+from jobs.training.loop import TrainParams, make_loss, make_optimizer, make_scheduler, mix_batch, mixed_loss
+from jobs.training.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats
 
 
 # ------------------------------------------------------------------------------------- the loss

@@ -12,10 +12,10 @@ from typing import Literal
 
 from pipeline.registry import StageContext, register
 
-from .data import save_arrays, verify_manifest, write_class_counts, write_manifest
-from .dataset_registry import TINY_URL as URL
-from .dataset_registry import fetch_tinyimagenet, tiny_folder
-from .formats import load_rgb, read_tinyimagenet, read_val_annotations, read_wnids  # noqa: F401 - moved there
+from jobs.data.files import save_arrays, verify_manifest, write_class_counts, write_manifest
+from jobs.data.datasets import TINY_URL as URL
+from jobs.data.datasets import fetch_tinyimagenet, tiny_folder
+from jobs.data.formats import load_rgb, read_tinyimagenet, read_val_annotations, read_wnids  # noqa: F401 - moved there
 
 
 def dataset_dir(data_dir: Path) -> Path:
@@ -48,7 +48,7 @@ def download(p: DeployDownloadParams, ctx: StageContext) -> dict:
     files = [folder / "wnids.txt", folder / "words.txt", folder / "val" / "val_annotations.txt"]
     write_manifest(folder, files, source=URL + (f" (zip sha256 {zip_sha})" if zip_sha else " (pre-staged)"))
     os.environ["TORCH_HOME"] = str(ctx.cache_dir)
-    from .vit import build_backbone
+    from jobs.deployment.vit import build_backbone
     build_backbone({**_model_meta(p), "offline": False}, ctx.cache_dir)   # fills the hub/timm caches
     return {"dataset": str(folder), "zip_sha256": zip_sha, "model": _model_meta(p)}
 

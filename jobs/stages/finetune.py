@@ -17,8 +17,8 @@ from typing import Literal
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .data import load_arrays, verify_manifest
-from .train_loop import TrainParams
+from jobs.data.files import load_arrays, verify_manifest
+from jobs.training.loop import TrainParams
 
 
 @dataclass
@@ -50,7 +50,7 @@ def imagenet_weights(ctx: StageContext, stage: str) -> dict:
 def initial_model(p: FinetuneParams, ctx: StageContext, num_classes: int):
     import torch
 
-    from .models import build_model, load_backbone
+    from jobs.models.registry import build_model, load_backbone
     model = build_model(p.model, num_classes, p.resolution)
     if p.init_from:
         best = ctx.load_upstream(p.init_from, "best.pt",
@@ -67,10 +67,10 @@ def initial_model(p: FinetuneParams, ctx: StageContext, num_classes: int):
 def run(p: FinetuneParams, ctx: StageContext) -> dict:
     import torch
 
-    from .models import count_params, set_trainable
-    from .plots import plot_history
-    from .train_loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
-    from .vision import ImagenetBatch
+    from jobs.models.registry import count_params, set_trainable
+    from jobs.evaluation.plots import plot_history
+    from jobs.training.loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from jobs.training.transforms import ImagenetBatch
 
     set_offline(ctx)
     seed_everything(ctx.seed, ctx.log)
@@ -109,8 +109,8 @@ def probe_on_cached_features(model, data: dict, p: FinetuneParams, ctx: StageCon
     """Backbone features once (eval mode, no augmentation), then the shared loop trains the head."""
     import torch
 
-    from .train_loop import fit, resolve_device, save_atomic
-    from .vision import ImagenetBatch, identity
+    from jobs.training.loop import fit, resolve_device, save_atomic
+    from jobs.training.transforms import ImagenetBatch, identity
     device = resolve_device(ctx.device)
     head, model.fc = model.fc, torch.nn.Identity()
     started = time.perf_counter()

@@ -16,12 +16,12 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_path
 
-from .data import DataError, save_arrays, stratified_split, verify_manifest, write_class_counts, write_manifest
-from .dataset_registry import NIST_MD5, NIST_URL, fetch_nist  # noqa: F401 - NIST_MD5 kept importable here
-from .dataset_registry import EmnistSplit as Split
-from .dataset_registry import emnist_folder
-from .formats import emnist_files as split_files
-from .formats import fix_orientation, read_emnist, read_mapping  # noqa: F401 - moved to formats.py
+from jobs.data.files import DataError, save_arrays, stratified_split, verify_manifest, write_class_counts, write_manifest
+from jobs.data.datasets import NIST_MD5, NIST_URL, fetch_nist  # noqa: F401 - NIST_MD5 kept importable here
+from jobs.data.datasets import EmnistSplit as Split
+from jobs.data.datasets import emnist_folder
+from jobs.data.formats import emnist_files as split_files
+from jobs.data.formats import fix_orientation, read_emnist, read_mapping  # noqa: F401 - moved to formats.py
 
 
 def emnist_dir(data_dir: Path) -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import DataError, stratified_split
+from jobs.data.files import DataError, stratified_split
 
 SPLITS = ("train", "val", "test")
 

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .deploy import predict, quantize_model, val_pixels
+from jobs.stages.deploy import predict, quantize_model, val_pixels
 
 COLUMNS = ("variant", "status", "latency_b1_p50_ms", "latency_b1_p90_ms", "throughput_per_s", "size_mb",
            "val_top1", "agreement_with_fp32", "speedup_p50_vs_fp32", "speedup_throughput_vs_fp32", "note")
@@ -57,8 +57,8 @@ def measure(fn, x1, xn, warmup: int, iterations: int) -> dict:
 def run(p: BenchParams, ctx: StageContext) -> dict:
     import torch
 
-    from .deploy_export import ort_session
-    from .vit import load_classifier
+    from jobs.stages.deploy_export import ort_session
+    from jobs.deployment.vit import load_classifier
     torch.set_num_threads(p.threads)
     model_path = ctx.need(p.head_stage) / "model.pt"
     model, saved = load_classifier(model_path, ctx.cache_dir)

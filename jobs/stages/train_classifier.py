@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .train_loop import TrainParams
+from jobs.training.loop import TrainParams
 
 
 @dataclass
@@ -19,11 +19,11 @@ class ClassifierTrainParams(TrainParams):
 def run(p: ClassifierTrainParams, ctx: StageContext) -> dict:
     import torch
 
-    from .digits import load_split
-    from .models import build_model, count_params
-    from .plots import plot_history
-    from .train_loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
-    from .vision import grey_batch
+    from jobs.stages.digits import load_split
+    from jobs.models.registry import build_model, count_params
+    from jobs.evaluation.plots import plot_history
+    from jobs.training.loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from jobs.training.transforms import grey_batch
 
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())

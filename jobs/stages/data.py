@@ -18,9 +18,9 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .data import DataError, save_arrays, verify_manifest, write_class_counts, write_manifest
-from .dataset_registry import DatasetName, EmnistSplit, check_official_md5, get_dataset
-from .splits import SplitPlan, class_subset, mapping_tables, relabel, split_arrays, to_grey
+from jobs.data.files import DataError, save_arrays, verify_manifest, write_class_counts, write_manifest
+from jobs.data.datasets import DatasetName, EmnistSplit, check_official_md5, get_dataset
+from jobs.data.splits import SplitPlan, class_subset, mapping_tables, relabel, split_arrays, to_grey
 
 ROOT_HELP = "folder of the data set's official files; empty = <paths.data>/<dataset>"
 

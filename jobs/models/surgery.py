@@ -13,7 +13,7 @@ import re
 import torch
 from torch import nn
 
-from .models import count_params, find_head
+from jobs.models.registry import count_params, find_head
 
 _LOG = logging.getLogger(__name__)
 

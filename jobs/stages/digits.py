@@ -8,7 +8,7 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_path
 
-from .data import load_arrays, save_arrays, stratified_split, verify_manifest, write_class_counts, write_manifest
+from jobs.data.files import load_arrays, save_arrays, stratified_split, verify_manifest, write_class_counts, write_manifest
 
 SUBDIR = "digits"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_text
 
-from .data import load_arrays
+from jobs.data.files import load_arrays
 
 ABLATION_COLUMNS = ("stage", "regime", "test_acc", "macro_f1", "trainable_params_m", "epochs", "samples_per_epoch",
                     "epochs_x_samples", "early_stop_epoch", "device", "wall_s")
@@ -53,10 +53,10 @@ def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageC
     import torch
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from .models import build_model
-    from .plots import plot_confusion
-    from .train_loop import TrainParams, evaluate, resolve_device
-    from .vision import make_prepare, transform_from_meta
+    from jobs.models.registry import build_model
+    from jobs.evaluation.plots import plot_confusion
+    from jobs.training.loop import TrainParams, evaluate, resolve_device
+    from jobs.training.transforms import make_prepare, transform_from_meta
 
     best = ctx.load_upstream(stage_dir.name, "best.pt",
                              lambda path: torch.load(path, map_location="cpu", weights_only=False))
@@ -88,8 +88,8 @@ def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageC
 def rebuild_model(meta: dict, log):
     """The model a `train` stage saved: its spec (no pretrained weights: best.pt has them all) and
     its surgery steps in order, freeze skipped (it changes no module, only what trains)."""
-    from .models import create_model
-    from .surgery import apply_surgery
+    from jobs.models.registry import create_model
+    from jobs.models.surgery import apply_surgery
     model = create_model({**meta["spec"], "pretrained": "none"}, meta["num_classes"], log,
                          image_size=meta["resolution"])
     apply_surgery(model, [s for s in meta.get("surgery", []) if "freeze" not in s], log)

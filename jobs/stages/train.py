@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .models import ModelSpec
-from .train_loop import TrainParams
+from jobs.models.registry import ModelSpec
+from jobs.training.loop import TrainParams
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TrainStageParams(TrainParams):
 def model_channels(spec: ModelSpec) -> int:
     """Input channels the model takes: 3, unless a project net says otherwise (its `in_channels`
     keyword, else that parameter's default: the digits CNN takes 1)."""
-    from .models import PROJECT_MODELS
+    from jobs.models.registry import PROJECT_MODELS
     factory = PROJECT_MODELS.get(spec.name)
     if spec.source not in ("auto", "project") or factory is None:
         return 3
@@ -55,11 +55,11 @@ def model_channels(spec: ModelSpec) -> int:
 def run(p: TrainStageParams, ctx: StageContext) -> dict:
     import torch
 
-    from .data import load_arrays
-    from .finetune import set_offline
-    from .models import count_params
-    from .plots import plot_history
-    from .train_loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from jobs.data.files import load_arrays
+    from jobs.stages.finetune import set_offline
+    from jobs.models.registry import count_params
+    from jobs.evaluation.plots import plot_history
+    from jobs.training.loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
 
     set_offline(ctx)
     seed_everything(ctx.seed, ctx.log)
@@ -95,8 +95,8 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
 
 def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int):
     """The model (weights, init_from, surgery), the surgery summaries and best.pt's meta."""
-    from .models import create_model
-    from .surgery import apply_surgery
+    from jobs.models.registry import create_model
+    from jobs.models.surgery import apply_surgery
     native = int(x_train.shape[1])
     resolution = p.resolution or native
     channels = 3 if x_train.dim() == 4 else 1
@@ -113,13 +113,13 @@ def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int):
             "channels": channels, "model_channels": model_channels(p.model), "normalize": p.normalize,
             "model": p.model.name}
     if p.normalize == "dataset":
-        from .vision import channel_stats
+        from jobs.training.transforms import channel_stats
         meta["mean"], meta["std"] = channel_stats(x_train, meta["model_channels"])
     return model, summaries, meta
 
 
 def make_transform(meta: dict, augment, generator):
-    from .vision import transform_from_meta
+    from jobs.training.transforms import transform_from_meta
     return transform_from_meta(meta, augment, generator)
 
 
@@ -146,7 +146,7 @@ def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
     when its shape differs (another number of classes)."""
     import torch
 
-    from .models import find_head
+    from jobs.models.registry import find_head
     best = ctx.load_upstream(stage, "best.pt", lambda path: torch.load(path, map_location="cpu", weights_only=False))
     state, own = best["model"], model.state_dict()
     head = find_head(model)[0] + "."

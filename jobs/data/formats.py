@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from jobs.data.files import DataError
 
 # ----------------------------------------------------------------------------------------- IDX
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .vision import IMAGENET_MEAN, IMAGENET_STD
+from jobs.training.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Classifier(nn.Module):
@@ -81,7 +81,7 @@ def pixels(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def save_classifier(path: Path, model: Classifier, meta: dict, classes: list[str]) -> None:
-    from .train_loop import save_atomic
+    from jobs.training.loop import save_atomic
     save_atomic(path, {"meta": meta, "state": model.state_dict(), "classes": classes,
                        "feature_dim": model.head.in_features})
 

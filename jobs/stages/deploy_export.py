@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_path
 
-from .deploy import predict, val_pixels
+from jobs.stages.deploy import predict, val_pixels
 
 
 @dataclass
@@ -27,7 +27,7 @@ def export_onnx(p: ExportParams, ctx: StageContext) -> dict:
     import onnx
     import torch
 
-    from .vit import load_classifier
+    from jobs.deployment.vit import load_classifier
     model, saved = load_classifier(ctx.need(p.head_stage) / "model.pt", ctx.cache_dir)
     size = saved["meta"]["img_size"]
     path = ctx.out_dir / "model.onnx"

@@ -23,8 +23,8 @@ import numpy as np
 
 from pipeline.state import atomic_path
 
-from . import formats
-from .data import DataError, sha256
+from jobs.data import formats
+from jobs.data.files import DataError, sha256
 
 DatasetName = Literal["digits", "mnist", "emnist", "cifar10", "cifar100", "tinyimagenet"]
 EmnistSplit = Literal["byclass", "bymerge", "balanced", "letters", "digits", "mnist"]

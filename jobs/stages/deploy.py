@@ -14,15 +14,15 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json
 
-from .data import load_arrays
-from .train_loop import TrainParams
+from jobs.data.files import load_arrays
+from jobs.training.loop import TrainParams
 
 
 def val_pixels(ctx: StageContext, data_stage: str, size: int, limit: int = 0):
     """Validation images as model input (N, 3, size, size) and labels."""
     import torch
 
-    from .vit import pixels
+    from jobs.deployment.vit import pixels
     arrays = load_arrays(ctx.need(data_stage) / "split.npz", data_stage)
     x, y = arrays["x_val"], arrays["y_val"]
     if limit:
@@ -43,10 +43,10 @@ def head(p: HeadParams, ctx: StageContext) -> dict:
     """Frozen backbone; fp32 CLS features once; a linear head trained by the shared loop."""
     import torch
 
-    from .models import count_params
-    from .train_loop import environment_summary, fit, seed_everything
-    from .vision import identity
-    from .vit import Classifier, build_backbone, pixels, save_classifier
+    from jobs.models.registry import count_params
+    from jobs.training.loop import environment_summary, fit, seed_everything
+    from jobs.training.transforms import identity
+    from jobs.deployment.vit import Classifier, build_backbone, pixels, save_classifier
 
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())
@@ -116,7 +116,7 @@ def predict(model, x, batch: int = 64):
 def quantize(p: QuantizeParams, ctx: StageContext) -> dict:
     import torch
 
-    from .vit import load_classifier
+    from jobs.deployment.vit import load_classifier
     torch.set_num_threads(p.threads)
     model, saved = load_classifier(ctx.need(p.head_stage) / "model.pt", ctx.cache_dir)
     x, y = val_pixels(ctx, p.data_stage, saved["meta"]["img_size"], p.val_limit)
@@ -160,7 +160,7 @@ def choose_method(p: QuantizeParams, results: dict) -> str:
 
 def _save_module(path: Path, module) -> None:
     """The quantized state dict: its packed int8 weights are what is measured on disk."""
-    from .train_loop import save_atomic
+    from jobs.training.loop import save_atomic
     save_atomic(path, module.state_dict())
 
 

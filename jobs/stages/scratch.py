@@ -9,8 +9,8 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from .data import verify_manifest, write_manifest
-from .datasets import CIFAR10_FILES, read_cifar10, read_idx
+from jobs.data.files import verify_manifest, write_manifest
+from jobs.data.formats import CIFAR10_FILES, read_cifar10, read_idx
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte"]
@@ -89,9 +89,9 @@ class ScratchCNNParams:
 def scratch_cnn_stage(p: ScratchCNNParams, ctx: StageContext) -> dict:
     import torch
 
-    from .plots import plot_history
-    from .scratch.layers import evaluate_scratch, scratch_cnn, train_scratch
-    from .train_loop import resolve_device
+    from jobs.evaluation.plots import plot_history
+    from jobs.scratch.layers import evaluate_scratch, scratch_cnn, train_scratch
+    from jobs.training.loop import resolve_device
 
     torch.manual_seed(ctx.seed)
     device = resolve_device(ctx.device)
@@ -140,8 +140,8 @@ class NumpyMLPParams:
 
 @register("numpy_mlp", NumpyMLPParams)
 def numpy_mlp_stage(p: NumpyMLPParams, ctx: StageContext) -> dict:
-    from .plots import plot_history
-    from .scratch.numpy_mlp import MLP, parse_hidden, train_mlp
+    from jobs.evaluation.plots import plot_history
+    from jobs.scratch.numpy_mlp import MLP, parse_hidden, train_mlp
 
     folder = Path(p.data_dir) if p.data_dir else ctx.data_dir / "cifar-10-batches-py"
     verify_manifest(folder, _producer(ctx))

@@ -1,0 +1,1 @@
+"""Deployment: quantization, ONNX / TensorRT export and benchmarks."""

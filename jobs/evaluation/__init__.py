@@ -1,0 +1,1 @@
+"""Evaluation: metrics, ensembles, test-time augmentation and plots."""

@@ -1,0 +1,1 @@
+"""Models by name (registry: project, torchvision, timm) and model surgery (surgery)."""

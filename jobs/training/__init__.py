@@ -1,0 +1,1 @@
+"""The one training loop (loop) and the batch transforms on the training device (transforms)."""
