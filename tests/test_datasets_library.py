@@ -228,7 +228,7 @@ stages:
     lr: 0.003
     log_every: 100
   evaluate:
-    kind: evaluate_classifier
+    kind: evaluate
     needs: [train, prepare]
     model_stages: [train]
     data_stage: prepare
@@ -237,7 +237,7 @@ stages:
 
 def test_cifar_subset_end_to_end_local(workspace):
     """download (pre-staged CIFAR-10 fixture) -> prepare (cat, dog, airplane; grey, since
-    train_classifier's models take one channel) -> train_classifier -> evaluate_classifier."""
+    train_classifier's models take one channel) -> train_classifier -> evaluate."""
     write_cifar10_three(workspace["data"] / "cifar10")
     config = workspace["root"] / "cifar3.yaml"
     config.write_text(CONFIG.replace("{epochs}", "4"))

@@ -155,4 +155,4 @@ def test_real_training_kind_includes_the_shared_loop():
     assert {"jobs.stages.train", "jobs.training.loop", "jobs.models.registry"} <= set(closure)
     # jobs/__init__ and jobs/stages/__init__ import every stage module: not followed
     assert not {"jobs.stages.deploy", "jobs.stages", "jobs"} & set(closure)
-    assert "jobs.training.loop" in registry.get("evaluate_classifier").code_closure()
+    assert "jobs.training.loop" in registry.get("evaluate").code_closure()

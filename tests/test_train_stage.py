@@ -164,7 +164,7 @@ stages:
     batch_size: 32
     log_every: 100
   evaluate:
-    kind: evaluate_classifier
+    kind: evaluate
     needs: [train, prepare]
     model_stages: [train]
     data_stage: prepare
@@ -173,7 +173,7 @@ stages:
 
 def test_train_kind_resnet18_surgery_end_to_end_local(workspace):
     """CIFAR-10-format fixture (cat, dog, airplane; colour 32x32) -> resnet18 from random init at
-    32 px, ReLU -> SiLU from the 7th instance, Adam, step schedule -> evaluate_classifier rebuilds it."""
+    32 px, ReLU -> SiLU from the 7th instance, Adam, step schedule -> evaluate rebuilds it."""
     write_cifar10_three(workspace["data"] / "cifar10")
     config = workspace["root"] / "train3.yaml"
     config.write_text(CONFIG)

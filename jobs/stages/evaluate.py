@@ -1,4 +1,4 @@
-"""Stage kind `evaluate_classifier`: each trained model's best checkpoint on the test set.
+"""Stage kind `evaluate`: each trained model's best checkpoint on the test set.
 
 Per model (models/<stage>/): per-class precision/recall/F1 with the class names, the confusion
 matrix as CSV and PNG. Top level: the same files for the model with the best *validation*
@@ -28,7 +28,7 @@ class EvaluateParams:
     batch_size: int = field(default=256, metadata={"min": 1})
 
 
-@register("evaluate_classifier", EvaluateParams)
+@register("evaluate", EvaluateParams)
 def run(p: EvaluateParams, ctx: StageContext) -> dict:
     import os
     os.environ.update(HF_HUB_OFFLINE="1", TORCH_HOME=str(ctx.cache_dir))

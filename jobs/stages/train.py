@@ -2,7 +2,7 @@
 by the shared loop (train_loop.fit) on an upstream split.npz, grey or colour.
 
 Order: create_model (pretrained weights, new head) -> `init_from` an upstream best.pt -> surgery
-steps in the config's order -> fit. best.pt's `meta` holds what evaluate_classifier needs to
+steps in the config's order -> fit. best.pt's `meta` holds what evaluate needs to
 rebuild the same model and input transform (jobs/evaluate.py, rebuild_model).
 """
 from __future__ import annotations
