@@ -1,7 +1,8 @@
 """EMNIST training-path benchmarks, measured side by side in one run; prints one JSON line.
 
 1. Linear probe with cached backbone features vs the same probe with a full forward every epoch
-   (the real `finetune` stage both ways, 10 epochs, same data and seed): time ratio, accuracy gap.
+   (the real `train` stage of configs/emnist.yaml's linear_probe both ways, `cache_features` on and
+   off, 10 epochs, same data and seed): time ratio, accuracy gap.
 2. Training-step throughput of our path (uint8 batches resized/normalised on the device,
    channels_last) vs a naive seed-style recipe (per-sample PIL Resize, Grayscale(3), ToTensor,
    Normalize in a DataLoader; NCHW fp32), same resolution and batch; ours at 64/112/224 px.
@@ -31,10 +32,10 @@ from pipeline.runner import run_stage  # noqa: E402
 
 
 def probe_pair(work: Path, resolution: int, per_class: int) -> dict:
-    write_emnist(work / "data", per_class_train=per_class, per_class_test=2)
+    write_emnist(work / "data" / "emnist", per_class_train=per_class, per_class_test=2)
     weights = write_random_resnet18(work / "w.pt")
     base = [f"paths.data={work / 'data'}", f"paths.cache={work / 'cache'}", f"paths.logs={work / 'logs'}",
-            f"stages.download.weights_file={weights}", "resources.gpus=0",
+            f"stages.download.weights_files.resnet18={weights}", "resources.gpus=0",
             f"stages.linear_probe.resolution={resolution}", "stages.linear_probe.epochs=10",
             "stages.linear_probe.patience=0", "stages.linear_probe.amp=false", "stages.linear_probe.batch_size=128",
             "stages.linear_probe.log_every=1000"]
@@ -55,9 +56,9 @@ def probe_pair(work: Path, resolution: int, per_class: int) -> dict:
 
 
 def _model():
-    from jobs.models.registry import build_model
+    from jobs.models.registry import create_model
     torch.manual_seed(0)
-    return build_model("resnet18", 62, 0)
+    return create_model("resnet18", 62)
 
 
 def _step(model, opt, inputs, targets):
@@ -68,10 +69,10 @@ def _step(model, opt, inputs, targets):
 
 
 def ours_img_per_s(images: np.ndarray, labels: np.ndarray, resolution: int, batch: int, steps: int) -> float:
-    from jobs.training.transforms import ImagenetBatch
+    from jobs.training.transforms import BatchTransform
     model = _model().to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    prepare = ImagenetBatch(resolution)
+    prepare = BatchTransform(1, 3, resolution, 28, "imagenet")     # grey 28 px -> 3 channels, resized, normalised
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
 
     def run(n):

@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -50,10 +49,11 @@ def _requeue_on_usr1() -> None:
     job_id = os.environ.get("SLURM_JOB_ID")
     if not job_id:
         return
+    from .executors.slurm import requeue   # imported here, not in the handler: no import in a signal
 
     def handler(signum, frame):
         print(f"[pipeline] time limit near: requeueing job {job_id}", flush=True)
-        subprocess.run(["scontrol", "requeue", job_id], check=False)
+        requeue(job_id)
         sys.exit(143)
     signal.signal(signal.SIGUSR1, handler)
 
@@ -129,8 +129,8 @@ def cmd_kinds(args) -> int:
         return 2
     for name in [args.kind] if args.kind else names:
         kind = registry.get(name)
-        doc = " ".join((kind.run.__doc__ or sys.modules[kind.module].__doc__ or "").strip().split("\n\n")[0].split())
-        print(f"{name}  ({kind.module}){': ' + doc.split('. ')[0].rstrip('.') if doc else ''}")
+        doc = registry.describe(kind)
+        print(f"{name}  ({kind.module}){': ' + doc if doc else ''}")
         rows = registry.describe_params(kind.params)
         widths = [max([len(r[i]) for r in rows] + [1]) for i in range(3)]
         for row in rows:
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_kinds)
 
     p = common(sub.add_parser("models", help="the model names the stage packages can build"))
-    p.add_argument("pattern", nargs="?", help="a substring or glob, e.g. resnet1 or 'vit_*'")
+    p.add_argument("pattern", nargs="?", help="a substring or glob of the names, e.g. net or 'small_*'")
     p.set_defaults(fn=cmd_catalog)
     return parser
 

@@ -1,4 +1,5 @@
 """Efficiency records: sacct parsing (small pure functions) and the efficiency.csv columns.
+The commands themselves run in pipeline/executors/slurm.py; everything here works on their text.
 
 What sacct reports (checked on the local cluster, slurm 22.05, `sacct --duplicates`):
 - a requeued job keeps its id; `sacct -j` shows only its last attempt, `--duplicates` every one,
@@ -11,15 +12,17 @@ What sacct reports (checked on the local cluster, slurm 22.05, `sacct --duplicat
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from typing import Iterable
 
+# Metrics a stage returns (its metrics.json) that become efficiency.csv columns of the same name.
+# With the work columns below (epochs, samples...), the only model vocabulary the engine knows:
+# column names it owns, whatever stage fills them (tests/test_architecture.py keeps it so).
+METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1")
 COLUMNS = (
     "experiment", "stage", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
     "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
     "trainable_params", "total_params", "wall_s", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
-    "val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1", "seed", "config_hash", "git_rev",
+    *METRIC_COLUMNS, "seed", "config_hash", "git_rev",
     "started_at", "finished_at", "sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_totalcpu_s",
     "sacct_cpu_eff", "sacct_maxrss_task_mb", "sacct_maxrss_step_mb",
 )
@@ -228,24 +231,6 @@ def sacct_columns(summary: dict | None) -> dict:
     }
 
 
-def query_sacct(job_ids: Iterable[str]) -> tuple[dict[str, dict], str | None]:
-    """Run sacct (every attempt of each job) for these jobs. Returns (summaries, None) or
-    ({}, why accounting is unavailable)."""
-    ids = sorted({str(j) for j in job_ids if j and str(j)[0].isdigit()})
-    if not ids:
-        return {}, "no SLURM job ids recorded (stages ran locally)"
-    if shutil.which("sacct") is None:
-        return {}, "`sacct` is not installed here"
-    try:
-        out = subprocess.run(["sacct", "--duplicates", "--parsable2", "--noheader", "-j", ",".join(ids),
-                              "-o", ",".join(SACCT_FIELDS)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return {}, f"sacct failed: {err}"
-    if out.returncode != 0:
-        return {}, f"sacct failed (is slurmdbd accounting configured?): {out.stderr.strip()[:300]}"
-    return parse_sacct(out.stdout), None
-
-
 def parse_squeue(text: str) -> dict[str, dict]:
     """`squeue -h -o %i|%j|%T|%r` -> job id -> {name, state, reason}."""
     jobs = {}
@@ -254,15 +239,3 @@ def parse_squeue(text: str) -> dict[str, dict]:
         if len(parts) == 4:
             jobs[parts[0]] = {"name": parts[1], "state": parts[2], "reason": parts[3]}
     return jobs
-
-
-def query_squeue(job_ids: Iterable[str]) -> dict[str, dict]:
-    """Live jobs among these ids. Lists all jobs and filters: `squeue -j` fails on a purged id."""
-    ids = {str(j) for j in job_ids if j}
-    if not ids or shutil.which("squeue") is None:
-        return {}
-    try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {j: v for j, v in parse_squeue(out.stdout).items() if j in ids}

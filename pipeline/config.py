@@ -69,6 +69,7 @@ class Stage:
     params: Any              # the kind's params dataclass
     resources: Resources
     setup: list[str]
+    module: str              # the module that registered the kind: its code is in the fingerprint
 
     def params_dict(self) -> dict:
         return to_dict(self.params)
@@ -192,15 +193,15 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
         raise ConfigError(f"{key}.kind", f"required; valid kinds: {', '.join(registry.kinds())}")
     kind = spec["kind"]
     try:  # a lookup, not a sorted list of every kind, for each of 1,000 stages
-        kind_params = registry.get(kind).params
+        registered = registry.get(kind)
     except (KeyError, TypeError):
         raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; valid kinds: {', '.join(registry.kinds())}") from None
     reserved = {f.name for f in dataclasses.fields(StageSpec)}
     head = build(StageSpec, {k: v for k, v in spec.items() if k in reserved}, key)
-    params = build(kind_params, {k: v for k, v in spec.items() if k not in reserved}, key)
+    params = build(registered.params, {k: v for k, v in spec.items() if k not in reserved}, key)
     resources = build(Resources, {**to_dict(base), **head.resources}, f"{key}.resources")
     _check_resources(resources, f"{key}.resources")
-    return Stage(name, kind, head.needs, params, resources, head.setup)
+    return Stage(name, kind, head.needs, params, resources, head.setup, registered.module)
 
 
 def _check_name(key: str, name: str) -> None:

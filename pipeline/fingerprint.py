@@ -33,14 +33,13 @@ def fingerprints(exp) -> dict[str, str]:
     One pass in topological order; each stage's payload holds only its own params and its direct
     upstream fingerprints (which already cover everything further up), so the whole is linear.
     """
-    from . import registry
     from .dag import topological_order
     out: dict[str, str] = {}
     for name in topological_order(exp.stages):
         stage = exp.stages[name]
         payload = {
             "kind": stage.kind,
-            "code": registry.get(stage.kind).code_version(),
+            "code": code_version(stage.module),
             "params": stage.params_dict(),
             "seed": exp.seed,
             "data": exp.paths.data,

@@ -9,8 +9,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable
+
+# Part of the contract: a kind's params dataclass raises it from __post_init__ for a bad value.
+from .schema import ConfigError  # noqa: F401
 
 _KINDS: dict[str, "StageKind"] = {}
 
@@ -42,7 +46,7 @@ class StageContext:
     out_dir: Path                 # results/<exp>/<stage>/ ; write artifacts with state.atomic_*
     upstream: dict[str, Path]     # name of each needed stage -> its out_dir
     data_dir: Path                # shared data folder (downloads)
-    cache_dir: Path               # torch hub / HF cache root
+    cache_dir: Path               # cache root of the stages' libraries (downloaded weights)
     seed: int
     device: str                   # "cuda" when a GPU is visible, else "cpu"
     log: logging.Logger
@@ -134,6 +138,25 @@ def catalog(name: str, packages: list[str] = ()) -> Callable[[str], dict[str, li
     if name not in _CATALOGS:
         raise KeyError(f"no catalog {name!r}; registered: {', '.join(sorted(_CATALOGS)) or 'none'}")
     return _CATALOGS[name]
+
+
+def describe(kind: StageKind) -> str:
+    """One line on what the kind does: the first sentence of its function's docstring, else of its
+    parameter dataclass's, else of its module's when the module registers no other kind (a module
+    with several kinds describes all of them, not this one); else nothing."""
+    own_module = [k for k in _KINDS.values() if k.module == kind.module] == [kind]
+    module_doc = sys.modules[kind.module].__doc__ if own_module and kind.module in sys.modules else None
+    for doc in (kind.run.__doc__, _written_doc(kind.params), module_doc):
+        if doc and doc.strip():
+            first = " ".join(doc.strip().split("\n\n")[0].split())
+            return first.split(". ")[0].rstrip(".")
+    return ""
+
+
+def _written_doc(cls: type) -> str | None:
+    """The class's own docstring; None for the one @dataclass generates (`Name(field: type, ...)`)."""
+    doc = cls.__dict__.get("__doc__")
+    return None if not doc or doc.startswith(f"{cls.__name__}(") else doc
 
 
 def describe_params(params: type) -> list[tuple[str, str, str, str]]:

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from . import state
-from .accounting import COLUMNS, ENDED_STATES, query_sacct, sacct_columns, stage_usage
+from .accounting import COLUMNS, ENDED_STATES, METRIC_COLUMNS, sacct_columns, stage_usage
+from .executors.slurm import query_sacct
 
-SUMMARY_COLUMNS = ("stage", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s",
-                   "throughput_per_s", "val_acc", "test_acc", "sacct_state", "sacct_attempts", "sacct_elapsed_s",
-                   "sacct_cpu_eff", "sacct_maxrss_task_mb", "sacct_maxrss_step_mb")
+# report.md's table per experiment: these, with the metric columns its stages filled in between.
+SUMMARY_HEAD = ("stage", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s", "throughput_per_s")
+SUMMARY_TAIL = ("sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_cpu_eff", "sacct_maxrss_task_mb",
+                "sacct_maxrss_step_mb")
 # A folder under results/<exp>/ is a stage's when the engine wrote one of these into it.
 STAGE_FILES = ("config.yaml", state.SUCCESS, state.JOB_RECORD, "accounting.json")
 UNREADABLE = "accounting-unreadable"
@@ -138,7 +140,7 @@ def _rows_from_csv(rows: list[dict], experiment: str) -> tuple[list[dict], str |
 
 
 def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | None) -> str:
-    out = [f"## {experiment}\n", _markdown_table(rows, SUMMARY_COLUMNS), ""]
+    out = [f"## {experiment}\n", _markdown_table(rows, summary_columns(rows)), ""]
     if sacct_why:
         out.append(f"SLURM accounting (sacct) columns are empty: {sacct_why}.\n")
     out += _accounting_notes(results, experiment, rows)
@@ -150,6 +152,13 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
         if fragment.exists():
             out.append(_relink(fragment.read_text(), f"{experiment}/{r['stage']}"))
     return "\n".join(out) + "\n"
+
+
+def summary_columns(rows: list[dict]) -> tuple[str, ...]:
+    """The summary table's columns: the engine's own, and those metric columns some stage filled
+    (which ones show depends on what the stages return, not on the report)."""
+    filled = tuple(c for c in METRIC_COLUMNS if any(r.get(c) not in (None, "") for r in rows))
+    return SUMMARY_HEAD + filled + SUMMARY_TAIL
 
 
 def _accounting_notes(results: Path, experiment: str, rows: list[dict]) -> list[str]:

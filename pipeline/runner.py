@@ -18,12 +18,10 @@ from pathlib import Path
 import yaml
 
 from . import registry, state
+from .accounting import METRIC_COLUMNS
 from .config import REPO_ROOT, Experiment, resolved_stage_config
 from .dag import forced, select
 from .registry import StageContext, UpstreamError
-
-# Metrics a stage returns that become efficiency.csv columns of the same name.
-METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1")
 
 
 class UpstreamNotDone(RuntimeError):

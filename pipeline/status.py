@@ -1,11 +1,11 @@
 """The state of every stage, from files on disk plus squeue/sacct; and `reconcile`."""
 from __future__ import annotations
 
-
 from . import state
-from .accounting import FAILED_STATES, query_sacct, query_squeue, stage_usage
+from .accounting import FAILED_STATES, stage_usage
 from .config import Experiment
 from .dag import topological_order
+from .executors.slurm import query_sacct, query_squeue, scancel
 
 RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
 NEVER_SATISFIED = "DependencyNeverSatisfied"
@@ -102,9 +102,7 @@ def reconcile(exp: Experiment) -> list[str]:
                 continue
             doomed.append(job)
             messages.append(f"cancelled {name} (job {job}): {where}")
-    if doomed:
-        from .executors.slurm import SlurmExecutor   # the one place that runs scancel
-        SlurmExecutor().cancel(doomed)
+    scancel(doomed)
     return messages
 
 

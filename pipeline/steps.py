@@ -19,6 +19,7 @@ import threading
 from typing import Mapping
 
 from .config import Experiment
+from .executors import slurm
 
 STEP_ENV = "PIPELINE_AS_STEP"          # set for the stage process of a step: the runner records the step id
 BATCH_STEP_IDS = ("", "batch", "4294967294")   # SLURM_STEP_ID of the batch script itself (if set at all)
@@ -117,10 +118,10 @@ class _Driver:
 
     def _requeue_now(self) -> None:
         print(f"[pipeline] the step did not stop within {self.wait_s}s; requeueing anyway", flush=True)
-        subprocess.run(["scontrol", "requeue", self.job_id], check=False)
+        slurm.requeue(self.job_id)
 
     def requeue(self) -> None:
-        subprocess.run(["scontrol", "requeue", self.job_id], check=False)
+        slurm.requeue(self.job_id)
         sys.exit(143)
 
 

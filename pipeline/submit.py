@@ -5,11 +5,11 @@ import contextlib
 import time
 
 from . import state
-from .accounting import query_squeue
 from .config import Experiment
 from .dag import forced, select
 from .executors import Executor
 from .executors.base import SubmitError
+from .executors.slurm import query_squeue
 from .schema import ConfigError
 
 

@@ -107,8 +107,9 @@ def write_random_resnet18(path: Path, seed: int = 0, calibrate: np.ndarray | Non
     import torch
     from torchvision.models import resnet18
 
-    from jobs.training.transforms import ImagenetBatch
+    from jobs.training.transforms import BatchTransform
     torch.manual_seed(seed)
+    prepare = BatchTransform(1, 3, resolution, 28, "imagenet")     # what kind `train` feeds EMNIST glyphs
     model = resnet18(weights=None)
     if calibrate is not None:
         for m in model.modules():
@@ -117,7 +118,7 @@ def write_random_resnet18(path: Path, seed: int = 0, calibrate: np.ndarray | Non
         model.train()
         with torch.no_grad():
             for start in range(0, len(calibrate), 128):
-                model(ImagenetBatch(resolution)(torch.from_numpy(calibrate[start:start + 128]), False))
+                model(prepare(torch.from_numpy(calibrate[start:start + 128]), False))
     torch.save(model.state_dict(), path)
     return path
 

@@ -48,31 +48,31 @@ def test_relative_paths_become_absolute(tmp_path):
 
 
 @pytest.mark.parametrize("body, overrides, expected", [
-    ("name: e\nstages:\n  a: {kind: digits_download, colour: red}\n", [],
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits, colour: red}\n", [],
      "key 'stages.a.colour': unknown key; valid keys here:"),
-    ("name: e\nstages:\n  a: {kind: train_classifier, epochs: ten}\n", [],
+    ("name: e\nstages:\n  a: {kind: train, epochs: ten}\n", [],
      "key 'stages.a.epochs': expected int, got 'ten'"),
     ("name: e\nstages:\n  a: {kind: nope}\n", [],
-     "key 'stages.a.kind': unknown kind 'nope'; valid kinds: cifar10_download, command, deploy_benchmark,"),
-    ("name: e\nstages:\n  a: {kind: digits_download, needs: [ghost]}\n", [],
+     "key 'stages.a.kind': unknown kind 'nope'; valid kinds: command, deploy_benchmark, download, evaluate,"),
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits, needs: [ghost]}\n", [],
      "key 'stages.a.needs[0]': names no stage 'ghost'; stages: a"),
-    ("name: e\nstages:\n  a: {kind: digits_download, needs: [b]}\n  b: {kind: digits_download, needs: [a]}\n", [],
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits, needs: [b]}\n  b: {kind: download, dataset: digits, needs: [a]}\n", [],
      "cycle: a -> b -> a"),
-    ("name: e\nstages:\n  a: {kind: train_classifier, epochs: -1}\n", [],
+    ("name: e\nstages:\n  a: {kind: train, epochs: -1}\n", [],
      "key 'stages.a.epochs': must be >= 1, got -1"),
-    ("name: e\nstages:\n  a: {kind: train_classifier}\n", ["stages.a.batch_size=0"],
+    ("name: e\nstages:\n  a: {kind: train}\n", ["stages.a.batch_size=0"],
      "(from --set stages.a.batch_size=0): key 'stages.a.batch_size': must be >= 1, got 0"),
-    ("name: e\nstages:\n  a: {kind: train_classifier, optimizer: lamb}\n", [],
+    ("name: e\nstages:\n  a: {kind: train, optimizer: lamb}\n", [],
      "got 'lamb'; valid choices: sgd, adam, adamw"),
-    ("name: e\nstages:\n  a: {kind: digits_download, resources: {time: soon}}\n", [],
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits, resources: {time: soon}}\n", [],
      "key 'stages.a.resources.time': got 'soon'; expected one of the SLURM forms M, M:S, H:M:S, D-H"),
-    ("name: e\nstages:\n  a: {kind: digits_download, resources: {gpu: 1}}\n", [],
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits, resources: {gpu: 1}}\n", [],
      "key 'stages.a.resources.gpu': unknown key; valid keys here: partition, time, gpus"),
-    ("name: e\nstages:\n  a: {kind: digits_download}\nextra_top: 1\n", [],
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits}\nextra_top: 1\n", [],
      "key 'extra_top': unknown key"),
-    ("name: e\nstages:\n  'a$(touch x)': {kind: digits_download}\n", [],
+    ("name: e\nstages:\n  'a$(touch x)': {kind: download, dataset: digits}\n", [],
      "may only use letters, digits"),
-    ("name: e\nstages:\n  a: {kind: digits_download}\n", ["stages.b.epochs=3"],
+    ("name: e\nstages:\n  a: {kind: download, dataset: digits}\n", ["stages.b.epochs=3"],
      "--set names no stage 'b'; stages: a"),
 ])
 def test_config_errors_name_file_key_and_choices(tmp_path, body, overrides, expected):
@@ -82,7 +82,7 @@ def test_config_errors_name_file_key_and_choices(tmp_path, body, overrides, expe
 
 
 def test_cli_config_error_exits_nonzero_and_submits_nothing(tmp_path, workspace):
-    path = write(tmp_path, "name: e\nstages:\n  a: {kind: train_classifier, epochs: -2}\n")
+    path = write(tmp_path, "name: e\nstages:\n  a: {kind: train, epochs: -2}\n")
     proc = cli("submit", "all", "-c", str(path), "--executor", "local", *sets(workspace["overrides"]), check=False)
     assert proc.returncode == 2
     assert "stages.a.epochs" in proc.stderr and "nothing was submitted" in proc.stderr

@@ -7,13 +7,14 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
 from fixtures import EMNIST_BYCLASS, L_GLYPH, write_emnist, write_random_resnet18
-from jobs.stages.emnist import fix_orientation, read_mapping
+from jobs.data.formats import fix_orientation, read_mapping
 
 CONFIG = "configs/emnist.yaml"
 STAGES = ["download", "preprocess", "linear_probe", "unfreeze", "full", "evaluate", "report"]
@@ -25,7 +26,7 @@ BACKBONE = 11_176_512                  # everything but fc
 def small_overrides(root, weights) -> list[str]:
     """Fixture paths, CPU, 32 px, few epochs: the config's structure, at test size."""
     out = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
-    out += [f"stages.download.weights_file={weights}", "resources.gpus=0", "resources.cpus_per_task=2",
+    out += [f"stages.download.weights_files.resnet18={weights}", "resources.gpus=0", "resources.cpus_per_task=2",
             "resources.mem=3G"]
     for stage in ("download", "preprocess", "evaluate", "report"):   # these set their own sizes
         out += [f"stages.{stage}.resources.cpus_per_task=1", f"stages.{stage}.resources.mem=2G"]
@@ -42,7 +43,7 @@ def emnist_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("emnist")
     for k in ("results", "logs", "data", "cache"):
         (root / k).mkdir()
-    fixture = write_emnist(root / "data")
+    fixture = write_emnist(root / "data" / "emnist")          # <paths.data>/<dataset>: the download stage's root
     weights = write_random_resnet18(root / "random_resnet18.pt", calibrate=fixture["x_train"])
     return {"root": root, "fixture": fixture, "overrides": small_overrides(root, weights), "weights": weights}
 
@@ -87,6 +88,25 @@ def test_dag_completes_on_slurm_with_exact_parameter_counts(emnist_run):
     acct = json.loads((emnist_run["results"] / "linear_probe" / "accounting.json").read_text())
     assert acct["probe_mode"] == "cached_features" and acct["precision"] == "fp32"
     assert json.loads((emnist_run["results"] / "unfreeze" / "accounting.json").read_text())["probe_mode"] == "full_forward"
+    logs = emnist_run["root"] / "logs" / "emnist"
+    probe_log = (logs / "linear_probe" / f"{emnist_run['ids']['linear_probe']}_0_log.out").read_text()
+    assert "training mode cached_features" in probe_log and "cached backbone features: train (" in probe_log
+    assert "Epoch 1/10 | Train Loss: " in probe_log and "| Val Acc: " in probe_log
+    unfreeze_log = (logs / "unfreeze" / f"{emnist_run['ids']['unfreeze']}_0_log.out").read_text()
+    assert "training mode full_forward: 15 trainable tensors outside the head fc" in unfreeze_log
+    assert "resize 32 (from 28) with rotate(+-10 deg), resized_crop(area 0.72-1) in one resampling" in unfreeze_log
+
+
+def test_download_stages_the_weights_with_a_manifest(emnist_run):
+    """The local weights file is staged under torchvision's own name in the hub cache and recorded
+    in <cache>/MANIFEST.json; training read it from there (offline) with its sha256 checked."""
+    cache = emnist_run["root"] / "cache"
+    staged = cache / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert staged.read_bytes() == emnist_run["weights"].read_bytes()
+    manifest = json.loads((cache / "MANIFEST.json").read_text())
+    assert manifest["files"]["hub/checkpoints/resnet18-f37072fd.pth"]["model"] == "resnet18"
+    metrics = json.loads((emnist_run["results"] / "download" / "metrics.json").read_text())
+    assert metrics["weights"] == {"resnet18": [str(staged)]} and metrics["dataset"] == "emnist"
 
 
 def test_preprocess_split_orientation_and_counts(emnist_run):
@@ -147,17 +167,17 @@ def test_cached_probe_matches_full_forward_probe(emnist_run, tmp_path):
 def test_missing_data_and_bad_weights_name_the_download_stage(emnist_root, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(emnist_root["root"] / "data", data)
-    overrides = [o for o in emnist_root["overrides"] if not o.startswith(("paths.data", "paths.results"))]
-    overrides += [f"paths.data={data}", f"paths.results={tmp_path / 'results'}"]
+    overrides = [o for o in emnist_root["overrides"] if not o.startswith(("paths.data", "paths.results", "paths.cache"))]
+    overrides += [f"paths.data={data}", f"paths.results={tmp_path / 'results'}", f"paths.cache={tmp_path / 'cache'}"]
     cli("run", "download", "-c", CONFIG, *sets(overrides))
-    (data / "EMNIST" / "gzip" / "emnist-byclass-test-labels-idx1-ubyte.gz").unlink()
+    gz = Path("emnist", "EMNIST", "gzip", "emnist-byclass-test-labels-idx1-ubyte.gz")
+    (data / gz).unlink()
     proc = cli("run", "preprocess", "-c", CONFIG, *sets(overrides), check=False)
     assert proc.returncode == 1
     assert "data file missing" in proc.stderr and "run the `download` stage again" in proc.stderr
-    shutil.copyfile(emnist_root["root"] / "data" / "EMNIST" / "gzip" / "emnist-byclass-test-labels-idx1-ubyte.gz",
-                    data / "EMNIST" / "gzip" / "emnist-byclass-test-labels-idx1-ubyte.gz")
-    weights = next((tmp_path / "results").glob("emnist/download/metrics.json"))
-    staged = json.loads(weights.read_text())["weights_file"]
+    shutil.copyfile(emnist_root["root"] / "data" / gz, data / gz)
+    staged = json.loads((tmp_path / "results" / "emnist" / "download" / "metrics.json").read_text())["weights"]
+    staged = staged["resnet18"][0]
     with open(staged, "r+b") as f:                       # flip bytes in the staged checkpoint
         f.seek(2000)
         f.write(b"corrupt")

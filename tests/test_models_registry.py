@@ -1,14 +1,18 @@
-"""The model registry (jobs/models.py): project, torchvision and timm models by name, the head
-swap whatever the classifier is called, unknown names, checkpoint files. CPU, no downloads."""
+"""The model registry (jobs/models/registry.py): project, torchvision and timm models by name, the
+head swap whatever the classifier is called, unknown names, checkpoint files, the ImageNet weights
+the download stage stages for offline training. CPU, no downloads."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import pytest
 import torch
 from torch import nn
 
-from jobs.models.registry import SmallCNN, create_model, find_head, list_models, replace_head
+from jobs.models.registry import (SmallCNN, build_model, create_model, find_head, list_models, replace_head,
+                                  stage_imagenet_weights, use_weights_cache, write_weights_manifest)
 
 X32 = torch.randn(2, 3, 32, 32)   # (N, C, H, W): every model here is built and run at 32 px
 
@@ -125,3 +129,77 @@ def test_list_models_from_every_source():
     assert "resnet50" not in listing["torchvision"]
     assert list_models("small_*")["project"] == ["small_cnn"]
     assert "small_cnn" in list_models()["project"]
+
+
+# ------------------------------------------------------------- weights staged for offline stages
+CACHE_VARS = ("TORCH_HOME", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """use_weights_cache sets process-wide variables: monkeypatch puts them back afterwards."""
+    for name in CACHE_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_use_weights_cache_points_torch_and_hf_at_the_cache(tmp_path, clean_env):
+    use_weights_cache(tmp_path, offline=True)
+    assert os.environ["TORCH_HOME"] == str(tmp_path) and os.environ["HF_HOME"] == str(tmp_path / "huggingface")
+    assert os.environ["HF_HUB_OFFLINE"] == "1" == os.environ["TRANSFORMERS_OFFLINE"]
+    assert torch.hub.get_dir() == str(tmp_path / "hub")
+    use_weights_cache(tmp_path, offline=False)                      # the download stage may go online
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+
+
+def test_local_weights_file_is_staged_and_loaded_offline(tmp_path, clean_env, log, caplog):
+    """weights_files: a local state_dict goes to the hub cache under torchvision's file name; an
+    offline `pretrained: imagenet` then loads exactly those weights."""
+    torch.manual_seed(0)
+    source = create_model("resnet18", 1000, log)                    # ImageNet-shaped, random weights
+    torch.save(source.state_dict(), tmp_path / "local.pt")
+    cache = tmp_path / "cache"
+    staged = stage_imagenet_weights("resnet18", cache, str(tmp_path / "local.pt"), log)
+    assert staged == [cache / "hub" / "checkpoints" / "resnet18-f37072fd.pth"]
+    assert staged[0].read_bytes() == (tmp_path / "local.pt").read_bytes()
+    assert "weights of resnet18: staged local file" in caplog.text
+    manifest = write_weights_manifest(cache, {"resnet18": staged})
+    assert json.loads((cache / "MANIFEST.json").read_text()) == manifest
+    entry = manifest["files"]["hub/checkpoints/resnet18-f37072fd.pth"]
+    assert entry["model"] == "resnet18" and entry["bytes"] == staged[0].stat().st_size and len(entry["sha256"]) == 64
+    use_weights_cache(cache, offline=True)
+    model = create_model({"name": "resnet18", "pretrained": "imagenet"}, 62, log)
+    assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    assert model.fc.out_features == 62
+
+
+def test_weights_manifest_keeps_other_models_entries_as_recorded(tmp_path):
+    cache = tmp_path
+    (cache / "hub" / "checkpoints").mkdir(parents=True)
+    a, b = cache / "hub" / "checkpoints" / "a.pth", cache / "hub" / "checkpoints" / "b.pth"
+    a.write_bytes(b"first")
+    b.write_bytes(b"second")
+    write_weights_manifest(cache, {"a": [a]})
+    recorded = json.loads((cache / "MANIFEST.json").read_text())["files"]["hub/checkpoints/a.pth"]
+    a.write_bytes(b"damaged")                  # another experiment stages b: a's damage must still show
+    files = write_weights_manifest(cache, {"b": [b]})["files"]
+    assert set(files) == {"hub/checkpoints/a.pth", "hub/checkpoints/b.pth"} and files["hub/checkpoints/a.pth"] == recorded
+
+
+def test_staging_errors_say_what_to_do(tmp_path, clean_env, log):
+    torch.save(create_model("resnet34", 1000, log).state_dict(), tmp_path / "r34.pt")
+    with pytest.raises(ValueError, match="weights_files.resnet18: .*r34.pt is not a state_dict of torchvision's "
+                                         "resnet18 .*give the file torch.hub would download"):
+        stage_imagenet_weights("resnet18", tmp_path / "cache", str(tmp_path / "r34.pt"), log)
+    with pytest.raises(FileNotFoundError, match="weights_files.resnet18: .*missing.pt is not a file"):
+        stage_imagenet_weights("resnet18", tmp_path / "cache", str(tmp_path / "missing.pt"), log)
+    with pytest.raises(ValueError, match="timm keeps weights in the Hugging Face cache's own layout.*model.pretrained"):
+        stage_imagenet_weights("resnet10t", tmp_path / "cache", str(tmp_path / "r34.pt"), log)
+    with pytest.raises(ValueError, match="'small_cnn' is a project net: it has no ImageNet weights"):
+        stage_imagenet_weights("small_cnn", tmp_path / "cache", "", log)
+
+
+def test_build_model_for_checkpoints_written_before_kind_train(log):
+    """Their meta names the model and image size; the state_dict keys are create_model's."""
+    assert isinstance(build_model("small_cnn", 10, 8), SmallCNN)
+    old = build_model("resnet18", 62, 28)
+    assert old.fc.out_features == 62 and set(old.state_dict()) == set(create_model("resnet18", 62, log).state_dict())

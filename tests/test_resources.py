@@ -61,7 +61,7 @@ def test_every_slurm_time_form_gives_its_minutes(text, minutes):
     ("", "expected one of the SLURM forms"),
 ])
 def test_bad_time_is_refused_with_the_reason(text, why):
-    raw = {"name": "e", "stages": {"a": {"kind": "digits_download", "resources": {"time": text}}}}
+    raw = {"name": "e", "stages": {"a": {"kind": "download", "dataset": "digits", "resources": {"time": text}}}}
     with pytest.raises(ConfigError) as info:
         config.from_raw(raw)
     assert f"key 'stages.a.resources.time': got {text!r}; {why}" in str(info.value)
@@ -73,9 +73,9 @@ def test_yaml_integers_are_minutes_and_unquoted_clock_times_are_not_base_60(tmp_
         name: e
         resources: {time: 45}
         stages:
-          a: {kind: digits_download, resources: {time: 10:30}}
-          b: {kind: digits_download, resources: {time: 1:30:00}}
-          c: {kind: digits_download}
+          a: {kind: download, dataset: digits, resources: {time: 10:30}}
+          b: {kind: download, dataset: digits, resources: {time: 1:30:00}}
+          c: {kind: download, dataset: digits}
         """)
     exp = config.load(path, root=tmp_path)
     assert [exp.stages[s].resources.time for s in "abc"] == ["10:30", "1:30:00", "45"]
@@ -108,7 +108,7 @@ def test_yaml_integers_are_minutes_and_unquoted_clock_times_are_not_base_60(tmp_
     ({"extra": {"begin": ""}}, "extra.begin", "--begin needs a value, got ''"),
 ])
 def test_bad_string_resources_are_refused(resources, key, why):
-    raw = {"name": "e", "resources": resources, "stages": {"a": {"kind": "digits_download"}}}
+    raw = {"name": "e", "resources": resources, "stages": {"a": {"kind": "download", "dataset": "digits"}}}
     with pytest.raises(ConfigError) as info:
         config.from_raw(raw)
     assert f"key 'resources.{key}': " in str(info.value) and why in str(info.value)
@@ -120,7 +120,8 @@ def test_good_extra_options_reach_the_job_script(tmp_path):
         name: e
         stages:
           a:
-            kind: digits_download
+            kind: download
+            dataset: digits
             resources: {extra: {exclusive: true, mail-type: END, comment: two words, nodes: 1}}
         """)
     from pipeline.executors.slurm import SlurmExecutor
@@ -136,8 +137,8 @@ def test_newline_in_extra_constraint_or_account_stops_submit_before_anything(tmp
         path = write(tmp_path, f"""\
             name: e
             stages:
-              first: {{kind: digits_download}}
-              second: {{kind: digits_download, needs: [first], resources: {resources}}}
+              first: {{kind: download, dataset: digits}}
+              second: {{kind: download, dataset: digits, needs: [first], resources: {resources}}}
             """)
         proc = cli("submit", "all", "-c", str(path), "--executor", "local", "--dry-run",
                    *sets(workspace["overrides"]), check=False)
@@ -155,13 +156,13 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
         name: e
         stages:
           a:
-            kind: train_classifier
+            kind: train
             epochs: 3
             lr: 0.1
             epochs: 30
         """)
     assert "exp.yaml: key 'stages.a.epochs': appears twice (lines 5 and 7)" in load_error(path)
-    path = write(tmp_path, "name: e\nstages:\n  a: {kind: digits_download}\nname: f\n")
+    path = write(tmp_path, "name: e\nstages:\n  a: {kind: download, dataset: digits}\nname: f\n")
     assert "key 'name': appears twice (lines 1 and 4)" in load_error(path)
 
 
@@ -169,7 +170,7 @@ def test_duplicate_keys_in_defaults_yaml_name_that_file(tmp_path):
     defaults = (REPO / "configs" / "defaults.yaml").read_text() + "signal_delay_s: 60\n"
     write(tmp_path, defaults, "defaults.yaml")
     line = defaults.count("\n")
-    message = load_error(write(tmp_path, "name: e\nstages:\n  a: {kind: digits_download}\n"))
+    message = load_error(write(tmp_path, "name: e\nstages:\n  a: {kind: download, dataset: digits}\n"))
     assert f"{tmp_path / 'defaults.yaml'}: key 'signal_delay_s': appears twice (lines " in message
     assert f" and {line})" in message
 

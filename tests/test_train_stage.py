@@ -1,9 +1,14 @@
-"""Kind `train` (jobs/train_stage.py) and what it added to the shared loop and the batch
-transforms: label smoothing, MixUp/CutMix, the step schedule, Adam; colour/grey batch
-transforms; one local run download -> prepare -> train (resnet18 + activation surgery) -> evaluate."""
+"""Kind `train` (jobs/stages/train.py) and its library: the shared loop (jobs/training/loop.py:
+loss, MixUp/CutMix, schedules, early stop, resume), the batch transforms, the head trained on
+cached backbone features (jobs/training/features.py); one local run download -> prepare -> train
+(resnet18 + activation surgery) -> evaluate."""
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,8 +17,14 @@ from torch import nn
 
 from conftest import cli, sets
 from fixtures import write_cifar10_three
-from jobs.training.loop import TrainParams, make_loss, make_optimizer, make_scheduler, mix_batch, mixed_loss
-from jobs.training.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats
+from jobs.models.registry import create_model, find_head
+from jobs.models.surgery import freeze
+from jobs.stages.train import TrainStageParams
+from jobs.training.features import cache_blocker, extract_features, fit_head_on_features, headless
+from jobs.training.loop import (TrainParams, fit, make_loss, make_optimizer, make_scheduler, mix_batch,
+                                mixed_loss)
+from jobs.training.transforms import (AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats,
+                                      make_prepare)
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -78,6 +89,176 @@ def test_step_schedule_lr_values_and_adam():
     assert type(make_optimizer(model.parameters(), TrainParams())) is torch.optim.AdamW   # default unchanged
 
 
+def test_warmup_then_cosine_lr_per_step():
+    """Linear warmup over the first epoch's steps, then cosine from the base lr to zero."""
+    model = nn.Linear(2, 2)
+    p = TrainParams(lr=0.1, schedule="cosine", warmup_epochs=1, epochs=3)
+    opt = make_optimizer(model.parameters(), p)
+    sched = make_scheduler(opt, p, steps_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    cosine = [0.05 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1] + cosine)
+    assert lrs[4] == pytest.approx(0.1) and lrs[-1] < 0.005
+
+
+# --------------------------------------------------------------------------- the loop: fit
+class Interrupted(Exception):
+    pass
+
+
+class LogLines:
+    """A logger that keeps its lines; with `stop_after`, raises once that epoch's line is logged
+    (the loop logs it after the epoch's checkpoint is on disk, as a job killed there would be)."""
+
+    def __init__(self, stop_after: int = 0):
+        self.lines, self.stop_after = [], stop_after
+
+    def info(self, msg, *args):
+        self.lines.append(msg % args)
+        if self.stop_after and self.lines[-1].startswith(f"Epoch {self.stop_after}/"):
+            raise Interrupted
+
+    warning = info
+
+
+def fake_ctx(out_dir, log=None, seed: int = 0):
+    """What fit reads from a StageContext."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return SimpleNamespace(out_dir=out_dir, checkpoint_path=out_dir / "checkpoint.pt", seed=seed, device="cpu",
+                           log=log or LogLines(), fingerprint="test")
+
+
+class TinyNet(nn.Module):
+    """conv -> BatchNorm -> pool -> fc: a backbone with running statistics and a Linear head."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(2), nn.Flatten())        # (N, 16)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def tiny_data(n: int = 96, side: int = 6) -> dict:
+    """Three classes told apart by which third of the image is bright, plus noise."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 3
+    x = torch.randint(0, 60, (n, side, side), generator=g)
+    for c in range(3):
+        x[y == c, :, 2 * c:2 * c + 2] += 150
+    x = x.to(torch.uint8)
+    cut = n * 3 // 4
+    return {"x_train": x[:cut], "y_train": y[:cut], "x_val": x[cut:], "y_val": y[cut:]}
+
+
+GREY = BatchTransform(1, 1, 0, 6, "none")
+
+
+def test_fit_logs_each_epoch_and_writes_best(tmp_path):
+    torch.manual_seed(0)
+    ctx = fake_ctx(tmp_path)
+    run = fit(TinyNet(), tiny_data(), GREY, TrainParams(epochs=3, batch_size=16, lr=0.01), ctx, meta={"k": 1})
+    epochs = [line for line in ctx.log.lines if line.startswith("Epoch ")]
+    assert len(epochs) == 3 and epochs[0].startswith("Epoch 1/3 | Train Loss: ")
+    assert " | Train Acc: " in epochs[0] and " | Val Loss: " in epochs[0] and " | Val Acc: " in epochs[0]
+    assert [h["epoch"] for h in run["history"]] == [1, 2, 3]
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == run["best_epoch"] and best["meta"] == {"k": 1}
+    assert best["val_acc"] == max(h["val_acc"] for h in run["history"])
+
+
+def test_early_stop_after_patience_epochs_without_a_better_val_acc(tmp_path):
+    """lr 0: val accuracy never improves on epoch 1, so patience 2 stops after epoch 3."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    ctx = fake_ctx(tmp_path)
+    run = fit(model, tiny_data(), GREY, TrainParams(epochs=10, lr=0.0, patience=2, batch_size=16), ctx)
+    assert run["best_epoch"] == 1 and run["early_stop_epoch"] == 3 and len(run["history"]) == 3
+    assert "early stop at epoch 3: no better val acc for 2 epochs" in ctx.log.lines
+
+
+def test_resume_after_interruption_gives_the_same_epochs(tmp_path):
+    """Interrupted after epoch 2's checkpoint, the rerun goes on at epoch 3 and every epoch's
+    numbers equal an unbroken run's (model, optimizer, schedule and RNG states restored)."""
+    p = TrainParams(epochs=5, batch_size=16, lr=0.01, warmup_epochs=1)
+    torch.manual_seed(0)
+    unbroken = fit(TinyNet(), tiny_data(), GREY, p, fake_ctx(tmp_path / "a"))["history"]
+    torch.manual_seed(0)
+    with pytest.raises(Interrupted):
+        fit(TinyNet(), tiny_data(), GREY, p, fake_ctx(tmp_path / "b", LogLines(stop_after=2)))
+    torch.manual_seed(1)                                   # another init: the checkpoint must win
+    ctx = fake_ctx(tmp_path / "b")
+    resumed = fit(TinyNet(), tiny_data(), GREY, p, ctx)["history"]
+    assert any(line.startswith("resumed from ") and "after epoch 2 " in line for line in ctx.log.lines)
+    assert not any(line.startswith("Epoch 1/") for line in ctx.log.lines)
+    assert [h["epoch"] for h in resumed] == [1, 2, 3, 4, 5]
+    for key in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert [h[key] for h in resumed] == pytest.approx([h[key] for h in unbroken], rel=1e-6)
+
+
+# ------------------------------------------------------------ the head on cached features
+@pytest.mark.parametrize("name,kwargs", [("resnet18", {}), ("resnet10t", {}),
+                                         ("vit_tiny_patch16_224", {"img_size": 32})])
+def test_headless_features_through_the_head_equal_the_full_forward(name, kwargs):
+    """torchvision and timm models: the head applied to the cached features gives the logits of
+    the whole model's forward (eval mode), to float32 rounding."""
+    torch.manual_seed(0)
+    model = create_model({"name": name, "kwargs": kwargs}, 5).eval()
+    x = torch.randint(0, 256, (4, 32, 32), dtype=torch.uint8)
+    prepare = BatchTransform(1, 3, 32, 32, "imagenet")
+    with torch.no_grad():
+        full = model(prepare(x, False))
+    head_path, head = find_head(model)
+    with headless(model, head_path):
+        features = extract_features(model, x, prepare, torch.device("cpu"), TrainParams(batch_size=3))
+    assert features.shape == (4, head.in_features) and model.get_submodule(head_path) is head   # head put back
+    with torch.no_grad():
+        assert torch.allclose(head(features), full, atol=1e-5)
+
+
+def test_cached_features_train_the_same_head_as_the_full_forward(tmp_path):
+    """freeze: head, no augmentation: the same losses epoch by epoch, and best.pt holds the whole
+    model in both modes (frozen BatchNorm stays in eval mode in the full forward too)."""
+    p = TrainStageParams(epochs=3, batch_size=16, lr=0.05)
+    torch.manual_seed(0)
+    model = TinyNet()
+    freeze(model, "head")
+    twin = copy.deepcopy(model)
+    assert cache_blocker(model, p) == ""
+    full = fit(model, tiny_data(), GREY, p, fake_ctx(tmp_path / "full"), meta={"m": 1})
+    cached = fit_head_on_features(twin, tiny_data(), GREY, p, fake_ctx(tmp_path / "cached"), {"m": 1})
+    assert [h["train_loss"] for h in cached["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
+                                                                         rel=1e-5)
+    assert [h["val_acc"] for h in cached["history"]] == [h["val_acc"] for h in full["history"]]
+    assert cached["feature_seconds"] >= 0
+    a = torch.load(tmp_path / "full" / "best.pt", weights_only=False)
+    b = torch.load(tmp_path / "cached" / "best.pt", weights_only=False)
+    assert set(a["model"]) == set(b["model"]) and b["meta"] == {"m": 1} and a["epoch"] == b["epoch"]
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+
+
+def test_cache_blocker_says_why_the_full_forward_runs():
+    model = TinyNet()
+    freeze(model, "head", logging.getLogger("test"))
+    assert cache_blocker(model, TrainStageParams()) == ""
+    assert cache_blocker(model, TrainStageParams(cache_features=False)) == "cache_features is off"
+    assert "changes the inputs every epoch" in cache_blocker(model, TrainStageParams(augment=["hflip"]))
+    assert "MixUp/CutMix" in cache_blocker(model, TrainStageParams(mixup_alpha=0.2))
+    freeze(model, "none", logging.getLogger("test"))
+    assert cache_blocker(model, TrainStageParams()) == "4 trainable tensors outside the head fc (e.g. body.0.weight)"
+    dropout = nn.Sequential()
+    dropout.body, dropout.fc = nn.Sequential(nn.Flatten(), nn.Dropout(0.5)), nn.Linear(36, 3)
+    freeze(dropout, "head", logging.getLogger("test"))
+    assert "body.1 computes differently in training mode" in cache_blocker(dropout, TrainStageParams())
+
+
 # ------------------------------------------------------------------------------ batch transform
 def test_transform_colour_shape_dtype_and_imagenet_values():
     x = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
@@ -129,6 +310,52 @@ def test_crop_pad_shifts_within_the_padding():
 def test_unknown_augmentation_lists_the_choices():
     with pytest.raises(ValueError, match="valid choices: crop_pad, hflip, color_jitter, rotate, resized_crop"):
         BatchTransform(3, 3, 0, 8, "none", ["cutout"])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("aug", AUGMENTATIONS)
+def test_each_augmentation_keeps_shape_and_range_and_is_seeded(aug, channels):
+    """Training only; (N, C, R, R) float32 in [0, 1] before normalisation; the same generator
+    seed draws the same batch; it changes some images."""
+    shape = (16, 12, 12) if channels == 1 else (16, 12, 12, 3)
+    x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def transform(seed):
+        return BatchTransform(channels, channels, 0, 12, "none", [aug], generator=torch.Generator().manual_seed(seed))
+    out = transform(0)(x, True)
+    assert out.shape == (16, channels, 12, 12) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1 + 1e-6
+    assert torch.equal(out, transform(0)(x, True))
+    plain = transform(0)(x, False)
+    assert torch.equal(plain, x.float().div(255).view(16, 12, 12, -1).permute(0, 3, 1, 2))     # val: untouched
+    changed = (out - plain).abs().flatten(1).amax(1) > 1e-4
+    assert changed.any()
+
+
+def test_geometric_augmentations_are_one_resampling_with_the_resize():
+    """rotate and resized_crop are composed with the resize into one grid sample: with a zero
+    angle and the whole image kept it is the identity; downsizing is antialiased first."""
+    x = torch.randint(0, 256, (8, 10, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    still = BatchTransform(1, 1, 0, 10, "none", ["rotate", "resized_crop"], generator=torch.Generator().manual_seed(0),
+                           rotate_deg=0, crop_area=(1.0, 1.0))
+    assert torch.allclose(still(x, True), still(x, False), atol=1e-6)
+    up = BatchTransform(1, 1, 20, 10, "none", ["hflip", "rotate"], generator=torch.Generator().manual_seed(0))
+    assert up(x, True).shape == (8, 1, 20, 20)
+    assert up.describe(True) == ("train: uint8 (N,10,10) -> float32 (N,1,20,20), resize 20 (from 10) with "
+                                 "rotate(+-15 deg) in one resampling, hflip(p=0.5), normalize none")
+    down = BatchTransform(1, 1, 5, 10, "none", ["resized_crop"], generator=torch.Generator().manual_seed(0))
+    assert down(x, True).shape == (8, 1, 5, 5)
+    with pytest.raises(ValueError, match=r"crop_area: got \[0.5, 2\]; expected \[min, max\]"):
+        BatchTransform(1, 1, 0, 10, "none", crop_area=(0.5, 2))
+
+
+def test_transform_for_checkpoints_written_before_kind_train():
+    """Their meta has no `spec`: grey digits in [-1, 1], or EMNIST glyphs as ImageNet input."""
+    x = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
+    grey = make_prepare({"image_size": 2})(x, False)
+    assert grey.shape == (1, 1, 2, 2) and torch.allclose(grey[0, 0], x[0].float() / 127.5 - 1)
+    rgb = make_prepare({"input": "imagenet", "resolution": 4})(x, False)
+    assert rgb.shape == (1, 3, 4, 4) and torch.allclose(rgb[0, 1, 0, 0], torch.tensor(-IMAGENET_MEAN[1] / IMAGENET_STD[1]))
 
 
 # ---------------------------------------------------------------------------- end to end, local

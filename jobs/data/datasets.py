@@ -1,5 +1,5 @@
 """Data sets by name: where the official files come from, their checksums, their layout under a
-data set's folder, and the reader of their format (jobs/formats.py).
+data set's folder, and the reader of their format (jobs/data/formats.py).
 
 Every data set lives in one folder, `root` (by default <data>/<name>), in its official layout:
   digits        images.npy, labels.npy              (scikit-learn's bundled digits; no download)

@@ -32,9 +32,12 @@ def plot_history(history: list[dict], path: Path, title: str, x: str = "epoch", 
     _save(fig, path)
 
 
+MANY_CLASSES = 20     # above this, a full matrix's labels and cells are unreadable at any sane size
+
+
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    """Small label sets: the full matrix. Many (EMNIST's 62): a reduced, readable view."""
-    if len(classes) > 20:
+    """Up to MANY_CLASSES classes: the full matrix with counts. More (EMNIST's 62): a reduced view."""
+    if len(classes) > MANY_CLASSES:
         return plot_confusion_reduced(cm, classes, path, title)
     plt = _plt()
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -44,12 +47,9 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax.set_xticks(range(len(classes)), classes, fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    if len(classes) <= 20:
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+    for i, j in zip(*np.nonzero(cm)):
+        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
     _save(fig, path)
 
@@ -58,35 +58,56 @@ def char_group(name: str) -> str:
     return "digit" if name.isdigit() else "upper" if name.isupper() else "lower" if name.islower() else "other"
 
 
-def plot_confusion_reduced(cm: np.ndarray, classes: list[str], path: Path, title: str, top: int = 15) -> None:
-    """Left: confusions between digits / upper / lower case blocks. Right: the most-confused pairs."""
-    plt = _plt()
-    groups = [char_group(c) for c in classes]
-    names = [g for g in ("digit", "upper", "lower", "other") if g in groups]
-    block = np.zeros((len(names), len(names)))
-    for i, gi in enumerate(groups):
-        for j, gj in enumerate(groups):
-            block[names.index(gi), names.index(gj)] += cm[i, j]
-    block_norm = block / np.maximum(block.sum(1, keepdims=True), 1)
+def confused_pairs(cm: np.ndarray, classes: list[str], top: int = 15) -> list[tuple[str, str, int]]:
+    """The `top` largest off-diagonal cells as (true, predicted, count), largest first."""
     off = cm.copy()
     np.fill_diagonal(off, 0)
-    order = np.argsort(off, axis=None)[::-1][:top]
-    pairs = [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j]]
-    fig, (ax_block, ax_pairs) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
-    ax_block.imshow(block_norm, cmap="Blues", vmin=0, vmax=1)
-    ax_block.set_xticks(range(len(names)), names)
-    ax_block.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax_block.text(j, i, f"{100 * block_norm[i, j]:.1f}%", ha="center", va="center", fontsize=9,
-                          color="white" if block_norm[i, j] > 0.5 else "black")
-    ax_block.set(xlabel="predicted", ylabel="true", title="share of each true block")
+    order = np.argsort(off, axis=None, kind="stable")[::-1][:top]
+    return [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j]]
+
+
+def plot_confusion_reduced(cm: np.ndarray, classes: list[str], path: Path, title: str, top: int = 15) -> None:
+    """Left: for character classes (EMNIST), confusions between the digit / upper / lower case
+    blocks; for other names (one block), the `top` classes with the lowest recall. Right: the
+    most-confused pairs."""
+    plt = _plt()
+    groups = [char_group(c) for c in classes]
+    fig, (ax_left, ax_pairs) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    if len(set(groups)) > 1:
+        _plot_blocks(ax_left, cm, groups)
+    else:
+        _plot_lowest_recall(ax_left, cm, classes, top)
+    pairs = confused_pairs(cm, classes, top)
     labels = [f"{t!r} -> {p!r}" for t, p, _ in pairs][::-1]
     ax_pairs.barh(range(len(pairs)), [n for _, _, n in pairs][::-1], color="tab:red")
     ax_pairs.set_yticks(range(len(pairs)), labels, fontsize=8)
-    ax_pairs.set(xlabel="test images", title=f"{len(pairs)} most-confused pairs (true -> predicted)")
+    ax_pairs.set(xlabel="images", title=f"{len(pairs)} most-confused pairs (true -> predicted)")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def _plot_blocks(ax, cm: np.ndarray, groups: list[str]) -> None:
+    names = [g for g in ("digit", "upper", "lower", "other") if g in groups]
+    index = np.array([names.index(g) for g in groups])
+    block = np.zeros((len(names), len(names)))
+    np.add.at(block, (index[:, None], index[None, :]), cm)                  # sum cells per (true, pred) block
+    block_norm = block / np.maximum(block.sum(1, keepdims=True), 1)
+    ax.imshow(block_norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{100 * block_norm[i, j]:.1f}%", ha="center", va="center", fontsize=9,
+                    color="white" if block_norm[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="share of each true block")
+
+
+def _plot_lowest_recall(ax, cm: np.ndarray, classes: list[str], top: int) -> None:
+    recall = np.diag(cm) / np.maximum(cm.sum(1), 1)
+    worst = np.argsort(recall, kind="stable")[:top][::-1]
+    ax.barh(range(len(worst)), 100 * recall[worst], color="tab:blue")
+    ax.set_yticks(range(len(worst)), [classes[i] for i in worst], fontsize=8)
+    ax.set(xlabel="recall (%)", xlim=(0, 100), title=f"{len(worst)} classes with the lowest recall")
 
 
 def _save(fig, path: Path) -> None:

@@ -1,14 +1,18 @@
 """Model builders used by the training stages, and the model registry: `create_model(spec, num_classes)`
 builds the project's own nets, torchvision's and timm's by name, with the classifier head replaced
 (`replace_head`) and pretrained weights from the caches or a state_dict file; `list_models(pattern)`
-says what can be built (also `python -m pipeline models PATTERN`)."""
+says what can be built (also `python -m pipeline models PATTERN`). The download stage fills the
+caches (`stage_imagenet_weights`, `write_weights_manifest`); later stages read them offline
+(`use_weights_cache`)."""
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import inspect
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -17,6 +21,9 @@ import torch
 from torch import nn
 
 from pipeline.registry import register_catalog
+from pipeline.state import atomic_path, atomic_write_json
+
+from jobs.data.files import MANIFEST, sha256
 
 _LOG = logging.getLogger(__name__)
 
@@ -39,39 +46,10 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-MODELS = ("small_cnn", "resnet18")
-
-
 def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
-    """A freshly initialised model; pretrained weights are loaded by the caller."""
-    if name == "small_cnn":
-        return SmallCNN(num_classes, image_size=image_size)
-    if name == "resnet18":
-        from torchvision.models import resnet18
-        model = resnet18(weights=None)
-        model.fc = nn.Linear(model.fc.in_features, num_classes)      # 512 -> classes
-        return model
-    raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
-
-
-# Which parameters each fine-tuning regime trains (ResNet names: layer1..layer4, fc).
-REGIMES = {"linear_probe": ("fc",), "partial": ("layer4", "fc"), "full": None}
-
-
-def set_trainable(model: nn.Module, regime: str) -> None:
-    """Freeze everything outside the regime's modules; None means train all."""
-    prefixes = REGIMES[regime]
-    for name, param in model.named_parameters():
-        param.requires_grad = prefixes is None or name.split(".")[0] in prefixes
-
-
-def load_backbone(model: nn.Module, state: dict) -> list[str]:
-    """Load ImageNet weights except the classifier head (a different number of classes)."""
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("fc.") for k in missing):
-        raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return missing
+    """A freshly initialised model, as checkpoints written before kind `train` name it (their meta
+    has `model` and `image_size`, no `spec`); new code calls create_model."""
+    return create_model(ModelSpec(name), num_classes, image_size=image_size)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -196,7 +174,7 @@ def _check_hub_cache(name: str, url: str) -> None:
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not path.exists():
         raise FileNotFoundError(f"ImageNet weights of {name} are not in the torch hub cache: {path} is missing; "
-                                f"run the download stage (it stages them) or set pretrained: <file>")
+                                f"list {name} in the download stage's `models:` and run it, or set pretrained: <file>")
 
 
 def _build_timm(spec: ModelSpec, imagenet: bool) -> nn.Module:
@@ -204,13 +182,20 @@ def _build_timm(spec: ModelSpec, imagenet: bool) -> nn.Module:
     if timm is None:
         raise ValueError(f"model {spec.name!r} needs timm, which is not installed (pip install timm)")
     try:
-        return timm.create_model(spec.name, pretrained=imagenet, **spec.kwargs)
+        return timm.create_model(spec.name, pretrained=imagenet, cache_dir=_hf_hub_cache(), **spec.kwargs)
     except (OSError, RuntimeError) as err:   # e.g. offline and the weights are not in the HF cache
         if not imagenet:
             raise
         raise FileNotFoundError(f"timm weights of {spec.name} could not be loaded ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0] if str(err) else ''}); run the download stage "
-                                f"(it stages them in the HF cache) or set pretrained: <file>") from err
+                                f"{str(err).splitlines()[0] if str(err) else ''}); list {spec.name} in the download "
+                                f"stage's `models:` and run it (it fills the HF cache), or set pretrained: <file>") from err
+
+
+def _hf_hub_cache() -> Path | None:
+    """The HF hub cache under HF_HOME, passed to timm explicitly: huggingface_hub reads HF_HOME
+    once, when it is first imported, which may be before use_weights_cache() set it."""
+    home = os.environ.get("HF_HOME")
+    return Path(home) / "hub" if home else None
 
 
 def _timm():
@@ -244,6 +229,108 @@ def load_checkpoint(model: nn.Module, path: str | Path, log: logging.Logger | No
     log.info("weights from %s: %d tensors loaded%s", path, len(state),
              f"; head kept at random init (shape differs): {', '.join(skipped)}" if skipped else "")
     return skipped
+
+
+# --- pretrained weights: staged by the download stage, read offline by every later stage ----------
+
+def use_weights_cache(cache_dir: Path, offline: bool = True) -> None:
+    """Point torchvision (TORCH_HOME: <cache>/hub/checkpoints) and timm (HF_HOME: <cache>/huggingface)
+    at the experiment's cache. offline: no downloads, every stage after `download` reads only
+    what that stage staged (compute nodes often have no internet)."""
+    os.environ.update(TORCH_HOME=str(cache_dir), HF_HOME=str(Path(cache_dir) / "huggingface"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if offline:
+            os.environ[name] = "1"
+        else:
+            os.environ.pop(name, None)
+
+
+def stage_imagenet_weights(name: str, cache_dir: Path, local_file: str = "",
+                           log: logging.Logger | None = None) -> list[Path]:
+    """Fetch (or copy from `local_file`) model `name`'s ImageNet weights into the cache where
+    create_model(pretrained=imagenet) finds them offline; returns the staged files."""
+    log = log or _LOG
+    use_weights_cache(cache_dir, offline=False)
+    source = _resolve_source(name)
+    if source == "project":
+        raise ValueError(f"models: {name!r} is a project net: it has no ImageNet weights; remove it from `models:`")
+    if source == "timm":
+        return _stage_timm(name, Path(cache_dir), local_file, log)
+    return _stage_torchvision(name, Path(cache_dir), local_file, log)
+
+
+def _stage_torchvision(name: str, cache_dir: Path, local_file: str, log: logging.Logger) -> list[Path]:
+    """torchvision's DEFAULT weights under their own file name in <cache>/hub/checkpoints."""
+    import torchvision
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    target = cache_dir / "hub" / "checkpoints" / os.path.basename(weights.url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if local_file:
+        _check_fits(name, Path(local_file))
+        with atomic_path(target) as tmp:
+            shutil.copyfile(local_file, tmp)
+        log.info("weights of %s: staged local file %s as %s", name, local_file, target)
+    elif target.exists():
+        log.info("weights of %s: already staged in %s, not downloading", name, target)
+    else:
+        log.info("weights of %s: downloading %s (hash checked) into %s", name, weights.url, target.parent)
+        torch.hub.load_state_dict_from_url(weights.url, model_dir=str(target.parent), progress=False,
+                                           check_hash=True)
+    return [target]
+
+
+def _check_fits(name: str, path: Path) -> None:
+    """A local weights file must be a plain state_dict of torchvision's `name` (the file format
+    torch.hub caches), so training does not fail on it later, offline."""
+    import torchvision
+    if not path.is_file():
+        raise FileNotFoundError(f"weights_files.{name}: {path} is not a file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = torchvision.models.get_model(name, weights=None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights_files.{name}: {path} is not a state_dict of torchvision's {name} (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}); give the file torch.hub would download")
+
+
+def _stage_timm(name: str, cache_dir: Path, local_file: str, log: logging.Logger) -> list[Path]:
+    """timm's weights through its own loader, into the HF hub cache (or torch hub's, for the few
+    models timm still fetches by URL); returns the files it left there."""
+    if local_file:
+        raise ValueError(f"weights_files.{name}: timm keeps weights in the Hugging Face cache's own layout, so "
+                         f"one file cannot be staged there; drop it here and set the train stage's "
+                         f"model.pretrained to the file (a state_dict), or copy a filled <cache>/huggingface over")
+    timm = _timm()
+    if timm is None:
+        raise ValueError(f"models: {name!r} needs timm, which is not installed (pip install timm)")
+    hub = cache_dir / "huggingface" / "hub"
+    timm.create_model(name, pretrained=True, cache_dir=hub)
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id:
+        repo = hub / ("models--" + cfg.hf_hub_id.split("@")[0].replace("/", "--")) / "snapshots"
+        files = sorted(f for f in repo.rglob("*") if f.is_file())
+    else:
+        files = [Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)] if cfg else []
+    if not files or not all(f.exists() for f in files):
+        raise FileNotFoundError(f"timm loaded {name}'s weights but they are not under {cache_dir}; "
+                                f"check that HF_HOME and TORCH_HOME are not overridden for this stage")
+    log.info("weights of %s: staged by timm in %s (%d files)", name, files[0].parent, len(files))
+    return files
+
+
+def write_weights_manifest(cache_dir: Path, staged: dict[str, list[Path]]) -> dict:
+    """<cache>/MANIFEST.json: sha256 of every staged weights file, checked before training reads
+    one. Entries of other experiments sharing the cache are kept as recorded (not re-hashed, so a
+    file damaged since still shows as damaged)."""
+    path = Path(cache_dir) / MANIFEST
+    old = json.loads(path.read_text())["files"] if path.exists() else {}
+    entries = {rel: e for rel, e in old.items() if (Path(cache_dir) / rel).exists()}
+    for model, files in staged.items():
+        for f in files:
+            entries[str(f.relative_to(cache_dir))] = {"sha256": sha256(f), "bytes": f.stat().st_size, "model": model}
+    manifest = {"source": "pretrained weights staged by the download stage", "files": dict(sorted(entries.items()))}
+    atomic_write_json(path, manifest)
+    return manifest
 
 
 # --- the classifier head, whatever the architecture calls it ----------------------------------

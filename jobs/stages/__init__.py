@@ -1,5 +1,5 @@
 """Thin stage modules: each registers YAML kinds with the engine and composes the library parts
 (jobs.data, jobs.models, jobs.training, jobs.evaluation, jobs.deployment, jobs.scratch)."""
 # Registration happens on import.
-from . import data, deploy, deploy_bench, deploy_export, digits, emnist, evaluate  # noqa: F401
-from . import finetune, scratch, tinyimagenet, train, train_classifier  # noqa: F401
+from . import data, deploy, deploy_bench, deploy_export, evaluate  # noqa: F401
+from . import scratch, tinyimagenet, train  # noqa: F401

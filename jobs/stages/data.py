@@ -36,6 +36,12 @@ class DownloadParams:
     root: str = field(default="", metadata={"help": ROOT_HELP})
     verify_official: bool = field(default=False, metadata={
         "help": "also check already staged files against the release's md5s (MNIST, CIFAR)"})
+    models: list[str] = field(default_factory=list, metadata={
+        "help": "models whose ImageNet weights are staged in <paths.cache> (torchvision: hub/checkpoints, timm: "
+                "huggingface/) for `pretrained: imagenet` offline"})
+    weights_files: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "{model: local file} staged instead of downloading (torchvision models, under torchvision's own "
+                "file name; for timm set the train stage's model.pretrained to the file)"})
 
 
 @register("download", DownloadParams)
@@ -59,8 +65,25 @@ def download(p: DownloadParams, ctx: StageContext) -> dict:
             raise DataError(f"downloading {p.dataset} left {missing[0]} missing")
     files = ds.to_manifest(root, p.split)
     write_manifest(root, files, source=ds.source + (" (pre-staged)" if staged else ""))
-    ctx.record(total_bytes=sum(f.stat().st_size for f in files))
-    return {"dataset": p.dataset, "folder": str(root), "files": len(files), "downloaded": not staged}
+    weights = stage_weights(p, ctx)
+    ctx.record(total_bytes=sum(f.stat().st_size for f in files + [w for ws in weights.values() for w in ws]))
+    return {"dataset": p.dataset, "folder": str(root), "files": len(files), "downloaded": not staged,
+            "weights": {name: [str(w) for w in ws] for name, ws in weights.items()}}
+
+
+def stage_weights(p: DownloadParams, ctx: StageContext) -> dict[str, list[Path]]:
+    """The ImageNet weights of `models` (or `weights_files`) into the cache, with a sha256 manifest
+    (<cache>/MANIFEST.json) that training checks before it reads them, offline."""
+    from jobs.models.registry import stage_imagenet_weights, write_weights_manifest
+    stray = sorted(set(p.weights_files) - set(p.models))
+    if stray:
+        raise ValueError(f"weights_files: {stray[0]!r} is not in models {p.models}; add it there")
+    if not p.models:
+        return {}
+    staged = {name: stage_imagenet_weights(name, ctx.cache_dir, p.weights_files.get(name, ""), ctx.log)
+              for name in p.models}
+    write_weights_manifest(ctx.cache_dir, staged)
+    return staged
 
 
 @dataclass
@@ -75,6 +98,14 @@ class PrepareParams:
         "help": "split: hold out val_fraction of train; test: the official test split is the validation set"})
     classes: list[str] = field(default_factory=list, metadata={
         "help": "keep these classes (names), relabelled 0..k-1 in this order; empty = all"})
+    max_classes: int = field(default=0, metadata={
+        "min": 0, "help": "keep only the first N classes (of `classes`, else in the data set's order); 0 = all"})
+    train_per_class: int = field(default=0, metadata={
+        "min": 0, "help": "at most N training images per class, a seeded random subset; 0 = all"})
+    val_per_class: int = field(default=0, metadata={
+        "min": 0, "help": "at most N validation images per class (val: split only); 0 = all"})
+    test_per_class: int = field(default=0, metadata={
+        "min": 0, "help": "at most N test images per class (with val: test, also val); 0 = all"})
     test_fraction: float = field(default=0.15, metadata={
         "min": 0.01, "max": 0.5, "help": "held out as test where the release has no test split (digits)"})
     channels: Literal["keep", "grey"] = field(default="keep", metadata={
@@ -87,6 +118,7 @@ def prepare(p: PrepareParams, ctx: StageContext) -> dict:
     """Read a staged data set with its format's reader into split.npz (uint8 images, seeded and
     stratified train/val/test), with class names, counts per split and the label mapping tables."""
     ds, root = get_dataset(p.dataset), dataset_root(ctx, p.dataset, p.root)
+    plan = SplitPlan(p.val_fraction, p.val, p.test_fraction, p.train_per_class, p.val_per_class, p.test_per_class)
     verify_manifest(root, " / ".join(ctx.upstream) or "download")
     missing = [f for f in ds.files(root, p.split) if not f.exists()]
     if missing:
@@ -94,11 +126,10 @@ def prepare(p: PrepareParams, ctx: StageContext) -> dict:
                         f"with the same dataset/split")
     data = ds.read(root, p.split, p.label)
     all_classes = [str(c) for c in data["classes"]]
-    id_map = class_subset(all_classes, p.classes)
+    id_map = class_subset(all_classes, p.classes, p.max_classes)
     for s in ("train", "test"):
         if f"x_{s}" in data:
             data[f"x_{s}"], data[f"y_{s}"] = relabel(data[f"x_{s}"], data[f"y_{s}"], id_map)
-    plan = SplitPlan(p.val_fraction, p.val, p.test_fraction)
     arrays = split_arrays(data, plan, ctx.seed)
     if p.channels == "grey":
         arrays.update({k: to_grey(v) for k, v in arrays.items() if k.startswith("x_")})

@@ -1,147 +1,298 @@
-"""Stage kind `evaluate`: each trained model's best checkpoint on the test set.
+"""Stage kind `evaluate`: trained models, their ensembles and flip TTA, scored on one split.
 
-Per model (models/<stage>/): per-class precision/recall/F1 with the class names, the confusion
-matrix as CSV and PNG. Top level: the same files for the model with the best *validation*
-accuracy (choosing by test accuracy would leak the test set), ablation.csv comparing the models,
-and a report fragment with the table and a short summary of the accuracy/compute trade-off.
+Rows, each scored like a model (files in models/<row>/):
+  <stage>                      best.pt of each of `model_stages`
+  <stage>+flip                 the same with horizontal-flip TTA (`tta: true`)
+  ensemble_soft                the mean of the members' probabilities (`ensembles: [soft]`)
+  ensemble_val_weighted        members weighted by their validation accuracy, measured here on the
+                               val split (`ensembles: [val_weighted]`)
+  ensemble_<kind>+flip         the same over the members' TTA probabilities, same weights
+Files: evaluation.csv (every row; the training cost columns come from each model stage's
+accounting.json, an ensemble's is its members' sum), ablation.csv (the plain model rows),
+models/<row>/{per_class.csv, confusion_matrix.csv, confusion.png, classification_report.txt}, the
+same four at the top for the plain model with the best *validation* accuracy (choosing by the
+scored split would leak it), and a report fragment.
+metrics.json: split, accuracy, macro_precision/recall/f1, n_images, val_acc, best_epoch, best_model,
+models, rows; test_acc and test_size only when split is test, so a val score is never read as a
+test score (efficiency.csv takes test_acc from here).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
-from pipeline.registry import StageContext, register
-from pipeline.state import atomic_write_text
+import numpy as np
+
+from pipeline.registry import ConfigError, StageContext, UpstreamError, register
+from pipeline.state import atomic_path, atomic_write_text
 
 from jobs.data.files import load_arrays
 
-ABLATION_COLUMNS = ("stage", "regime", "test_acc", "macro_f1", "trainable_params_m", "epochs", "samples_per_epoch",
+EVALUATION_COLUMNS = ("row", "kind", "tta", "accuracy", "macro_precision", "macro_recall", "macro_f1", "n_images",
+                      "trainable_params", "epochs_x_samples", "wall_s")
+ABLATION_COLUMNS = ("stage", "regime", "accuracy", "macro_f1", "trainable_params_m", "epochs", "samples_per_epoch",
                     "epochs_x_samples", "early_stop_epoch", "device", "wall_s")
+ROW_FILES = ("confusion_matrix.csv", "per_class.csv", "confusion.png", "classification_report.txt")
+FLIP = "+flip"
 
 
 @dataclass
 class EvaluateParams:
-    model_stages: list[str] = field(default_factory=lambda: ["train"])
+    model_stages: list[str] = field(default_factory=lambda: ["train"], metadata={
+        "help": "upstream stages whose best.pt is scored (each must be in `needs`)"})
     data_stage: str = "preprocess"
     batch_size: int = field(default=256, metadata={"min": 1})
+    split: Literal["test", "val"] = field(default="test", metadata={"help": "the split scored"})
+    ensembles: list[Literal["soft", "val_weighted"]] = field(default_factory=list, metadata={
+        "help": "ensembles over all model_stages: soft (mean probabilities), val_weighted (weights = val accuracy)"})
+    tta: bool = field(default=False, metadata={"help": "also score each model and ensemble with horizontal-flip TTA"})
+
+    def __post_init__(self):
+        twice = sorted({s for s in self.model_stages if self.model_stages.count(s) > 1})
+        if twice:
+            raise ConfigError("model_stages", f"{twice[0]!r} is listed twice; list each model stage once")
+        if self.ensembles and len(self.model_stages) < 2:
+            raise ConfigError("ensembles", f"an ensemble needs at least 2 model_stages, got {self.model_stages}; "
+                                           "list more model_stages or remove ensembles")
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str                  # model | ensemble
+    tta: bool
+    members: list[str]         # the model stages it is made of
+    probs: np.ndarray          # (N, classes) on the scored split
+    weights: list[float] | None = None
 
 
 @register("evaluate", EvaluateParams)
 def run(p: EvaluateParams, ctx: StageContext) -> dict:
-    import os
-    os.environ.update(HF_HUB_OFFLINE="1", TORCH_HOME=str(ctx.cache_dir))
+    from jobs.evaluation.metrics import score
+    from jobs.models.registry import use_weights_cache
+    use_weights_cache(ctx.cache_dir, offline=True)                 # rebuilding a model never downloads
     arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
-    results = {stage: evaluate_model(ctx.need(stage), arrays, p, ctx, ctx.out_dir / "models" / stage)
-               for stage in p.model_stages}
-    best = max(results, key=lambda s: results[s]["val_acc"])
-    for name in ("confusion_matrix.csv", "per_class.csv", "confusion.png"):
-        shutil.copyfile(ctx.out_dir / "models" / best / name, ctx.out_dir / name)
-    rows = [ablation_row(stage, results[stage], ctx.need(stage)) for stage in p.model_stages]
-    lines = [",".join(ABLATION_COLUMNS)] + [",".join(str(r[c]) for c in ABLATION_COLUMNS) for r in rows]
-    atomic_write_text(ctx.out_dir / "ablation.csv", "\n".join(lines) + "\n")
-    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, rows, results, best))
-    ctx.record(total_samples=int(len(arrays["y_test"])) * len(p.model_stages))
-    top = results[best]
-    return {"test_acc": top["test_acc"], "macro_precision": top["macro_precision"],
-            "macro_recall": top["macro_recall"], "macro_f1": top["macro_f1"], "val_acc": top["val_acc"],
-            "test_size": top["test_size"], "best_epoch": top["best_epoch"], "best_model": best, "models": results}
+    classes, y = [str(c) for c in arrays["classes"]], arrays[f"y_{p.split}"]
+    ctx.log.info("scoring the %s split: %d images, %d classes", p.split, len(y), len(classes))
+    rows, models = model_rows(p, ctx, arrays, classes)
+    rows += ensemble_rows(p, ctx, rows, models)
+    scores = {}
+    for row in rows:
+        scores[row.name] = score(row.probs, y, classes)
+        write_row_files(ctx, p.split, row.name, scores[row.name], classes)
+    best = max(p.model_stages, key=lambda s: models[s]["val_acc"])
+    for name in ROW_FILES:
+        with atomic_path(ctx.out_dir / name) as tmp:             # a killed stage leaves no half copy
+            shutil.copyfile(ctx.out_dir / "models" / best / name, tmp)
+    costs = {s: training_cost(ctx, s) for s in p.model_stages}
+    table = [evaluation_row(row, scores[row.name], costs) for row in rows]
+    ablation = [ablation_row(s, scores[s], models[s], costs[s]) for s in p.model_stages]
+    write_csv(ctx.out_dir / "evaluation.csv", EVALUATION_COLUMNS, table)
+    write_csv(ctx.out_dir / "ablation.csv", ABLATION_COLUMNS, ablation, {"accuracy": f"{p.split}_acc"})
+    atomic_write_text(ctx.out_dir / "report.md", fragment(ctx, p.split, table, ablation, scores[best], best))
+    return metrics(p.split, rows, scores, models, best)
 
 
-def evaluate_model(stage_dir: Path, arrays: dict, p: EvaluateParams, ctx: StageContext, out: Path) -> dict:
-    import torch
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+# ------------------------------------------------------------------------------- probabilities
+def model_rows(p: EvaluateParams, ctx: StageContext, arrays: dict, classes: list[str]) -> tuple[list[Row], dict]:
+    """Each model stage's probabilities on the split (and mirrored, with tta), and what is known of
+    it: the checkpoint's val accuracy and epoch, and, for val_weighted, its val accuracy measured here."""
+    from jobs.evaluation.metrics import accuracy, predict_proba
+    from jobs.models.trained import load_trained
+    from jobs.training.loop import resolve_device
+    device, x = resolve_device(ctx.device), arrays[f"x_{p.split}"]
+    rows, models, images = [], {}, 0
+    for stage in p.model_stages:
+        model, transform, meta, best = load_trained(ctx, stage)
+        check_classes(stage, meta, classes, p.data_stage)
+        predict = partial(predict_proba, model, transform=transform, device=device, batch_size=p.batch_size)
+        plain = predict(x)
+        rows.append(Row(stage, "model", False, [stage], plain))
+        images += len(x)
+        if p.tta:
+            rows.append(Row(stage + FLIP, "model", True, [stage], predict(x, flip=True)))
+            images += 2 * len(x)                                  # the image and its mirror
+        models[stage] = {"val_acc": float(best["val_acc"]), "best_epoch": int(best["epoch"]),
+                         "regime": meta.get("regime", "")}
+        if "val_weighted" in p.ensembles:
+            val_probs = plain if p.split == "val" else predict(arrays["x_val"])
+            models[stage]["val_acc_measured"] = accuracy(val_probs, arrays["y_val"])
+            images += 0 if p.split == "val" else len(arrays["y_val"])
+        model.cpu()                                               # frees the device for the next model
+    ctx.record(total_samples=images)
+    return rows, models
 
-    from jobs.models.registry import build_model
+
+def check_classes(stage: str, meta: dict, classes: list[str], data_stage: str) -> None:
+    """A model scored on data with other classes would give meaningless numbers: refuse it."""
+    trained = meta.get("classes") or [None] * meta["num_classes"]
+    if len(trained) != len(classes) or (trained[0] is not None and list(trained) != classes):
+        raise ValueError(f"model stage {stage!r} was trained on {len(trained)} classes that differ from the "
+                         f"{len(classes)} of {data_stage!r}'s split.npz; set data_stage to the stage it was "
+                         f"trained on")
+
+
+def ensemble_rows(p: EvaluateParams, ctx: StageContext, rows: list[Row], models: dict) -> list[Row]:
+    """One row per ensemble over all model stages, and its +flip twin over the members' TTA rows."""
+    from jobs.evaluation.metrics import soft_vote, val_weighted_vote, val_weights
+    by_name = {row.name: row for row in rows}
+    val_accs = [models[s].get("val_acc_measured", 0.0) for s in p.model_stages]
+    if "val_weighted" in p.ensembles:
+        ctx.log.info("val_weighted ensemble weights (val accuracy measured here, normalised): %s",
+                     ", ".join(f"{s} {w:.4f}" for s, w in zip(p.model_stages, val_weights(val_accs))))
+        if p.split == "val":
+            ctx.log.warning("val_weighted on split val: its weights come from the split it is scored on")
+    out = []
+    for kind in dict.fromkeys(p.ensembles):                       # a kind listed twice makes one row
+        for suffix in ("", FLIP) if p.tta else ("",):
+            members = [by_name[s + suffix].probs for s in p.model_stages]
+            if kind == "soft":
+                out.append(Row(f"ensemble_soft{suffix}", "ensemble", bool(suffix), list(p.model_stages),
+                               soft_vote(members)))
+            else:
+                out.append(Row(f"ensemble_val_weighted{suffix}", "ensemble", bool(suffix), list(p.model_stages),
+                               val_weighted_vote(members, val_accs), val_weights(val_accs).round(6).tolist()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- files
+def write_row_files(ctx: StageContext, split: str, name: str, s: dict, classes: list[str]) -> None:
+    """models/<row>/: confusion matrix (CSV, PNG), per-class table, sklearn's classification report."""
     from jobs.evaluation.plots import plot_confusion
-    from jobs.training.loop import TrainParams, evaluate, resolve_device
-    from jobs.training.transforms import make_prepare, transform_from_meta
-
-    best = ctx.load_upstream(stage_dir.name, "best.pt",
-                             lambda path: torch.load(path, map_location="cpu", weights_only=False))
-    meta = best["meta"]
-    if "spec" in meta:                       # written by kind `train`: registry model + surgery
-        model, prepare = rebuild_model(meta, ctx.log), transform_from_meta(meta)
-    else:
-        model, prepare = build_model(meta["model"], meta["num_classes"], meta["image_size"]), make_prepare(meta)
-    model.load_state_dict(best["model"])
-    device = resolve_device(ctx.device)
-    x, y = torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])
-    result = evaluate(model.to(device), x, y, prepare, device, TrainParams(batch_size=p.batch_size))
-    pred, true = result["pred"].numpy(), y.numpy()
-    classes = meta["classes"]
-    labels = list(range(len(classes)))
-    prec, rec, f1, support = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0)
-    cm = confusion_matrix(true, pred, labels=labels)
+    out = ctx.out_dir / "models" / name
     out.mkdir(parents=True, exist_ok=True)
-    _write_tables(out, classes, cm, prec, rec, f1, support)
-    acc = float((pred == true).mean())
-    plot_confusion(cm, classes, out / "confusion.png", f"{ctx.experiment}/{stage_dir.name}: test (acc {100 * acc:.1f}%)")
-    ctx.log.info("%s: test acc %.2f%% | macro P %.3f R %.3f F1 %.3f on %d images", stage_dir.name, 100 * acc,
-                 prec.mean(), rec.mean(), f1.mean(), len(true))
-    return {"test_acc": acc, "test_loss": result["loss"], "macro_precision": float(prec.mean()),
-            "macro_recall": float(rec.mean()), "macro_f1": float(f1.mean()), "test_size": int(len(true)),
-            "best_epoch": int(best["epoch"]), "val_acc": float(best["val_acc"]), "regime": meta.get("regime", "")}
-
-
-def rebuild_model(meta: dict, log):
-    """The model a `train` stage saved: its spec (no pretrained weights: best.pt has them all) and
-    its surgery steps in order, freeze skipped (it changes no module, only what trains)."""
-    from jobs.models.registry import create_model
-    from jobs.models.surgery import apply_surgery
-    model = create_model({**meta["spec"], "pretrained": "none"}, meta["num_classes"], log,
-                         image_size=meta["resolution"])
-    apply_surgery(model, [s for s in meta.get("surgery", []) if "freeze" not in s], log)
-    return model
-
-
-def _write_tables(out: Path, classes, cm, prec, rec, f1, support) -> None:
     header = "true\\pred," + ",".join(_csv(c) for c in classes)
-    rows = [f"{_csv(c)}," + ",".join(str(int(v)) for v in cm[i]) for i, c in enumerate(classes)]
-    atomic_write_text(out / "confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
+    matrix = [f"{_csv(c)}," + ",".join(str(int(v)) for v in s["confusion"][i]) for i, c in enumerate(classes)]
+    atomic_write_text(out / "confusion_matrix.csv", "\n".join([header, *matrix]) + "\n")
+    pc = s["per_class"]
     lines = ["class,name,precision,recall,f1,support"]
-    lines += [f"{i},{_csv(c)},{prec[i]:.4f},{rec[i]:.4f},{f1[i]:.4f},{int(support[i])}" for i, c in enumerate(classes)]
+    lines += [f"{i},{_csv(c)},{pc['precision'][i]:.4f},{pc['recall'][i]:.4f},{pc['f1'][i]:.4f},"
+              f"{int(pc['support'][i])}" for i, c in enumerate(classes)]
     atomic_write_text(out / "per_class.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / "classification_report.txt", f"{name}, {split} split\n\n{s['report']}")
+    plot_confusion(s["confusion"], classes, out / "confusion.png",
+                   f"{ctx.experiment}/{name}: {split} (acc {100 * s['accuracy']:.1f}%)")
+    ctx.log.info("%s: %s acc %.2f%% | macro P %.3f R %.3f F1 %.3f on %d images", name, split, 100 * s["accuracy"],
+                 s["macro_precision"], s["macro_recall"], s["macro_f1"], s["n_images"])
 
 
 def _csv(text: str) -> str:
     return f'"{text}"' if "," in text or '"' in text else text
 
 
-def ablation_row(stage: str, result: dict, stage_dir: Path) -> dict:
-    acct = json.loads((stage_dir / "accounting.json").read_text())
-    metrics = json.loads((stage_dir / "metrics.json").read_text())
-    return {"stage": stage, "regime": result["regime"] or stage, "test_acc": round(result["test_acc"], 4),
-            "macro_f1": round(result["macro_f1"], 4),
-            "trainable_params_m": round(acct.get("trainable_params", 0) / 1e6, 4),
-            "epochs": acct.get("epochs"), "samples_per_epoch": acct.get("samples_per_epoch"),
-            "epochs_x_samples": (acct.get("epochs") or 0) * (acct.get("samples_per_epoch") or 0),
-            "early_stop_epoch": metrics.get("early_stop_epoch") or "", "device": acct.get("device"),
-            "wall_s": acct.get("wall_s")}
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict], rename: dict | None = None) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([(rename or {}).get(c, c) for c in columns])
+    writer.writerows([["" if r[c] is None else r[c] for c in columns] for r in rows])
+    atomic_write_text(path, buf.getvalue())
 
 
-def _fragment(ctx, rows: list[dict], results: dict, best: str) -> str:
-    top = results[best]
-    table = ["| " + " | ".join(ABLATION_COLUMNS) + " |", "|" + "---|" * len(ABLATION_COLUMNS)]
-    table += ["| " + " | ".join(str(r[c]) for c in ABLATION_COLUMNS) + " |" for r in rows]
-    return (f"### {ctx.stage}: test set\n\nTest accuracy **{100 * top['test_acc']:.2f}%** on {top['test_size']} "
-            f"images for `{best}` (chosen by validation accuracy); macro precision {top['macro_precision']:.3f}, "
-            f"recall {top['macro_recall']:.3f}, F1 {top['macro_f1']:.3f}.\n\n"
-            + ("\n".join(table) + "\n\n" + trade_off_summary(rows) + "\n\n" if len(rows) > 1 else "")
-            + "![confusion matrix](confusion.png)\n\nPer class: [per_class.csv](per_class.csv); "
-            "matrix: [confusion_matrix.csv](confusion_matrix.csv); comparison: [ablation.csv](ablation.csv).\n")
+def training_cost(ctx: StageContext, stage: str) -> dict:
+    """What training a model stage cost (its accounting.json) and its early-stop epoch (metrics.json).
+    Unreadable files leave the cells empty with a warning: they do not change any score."""
+    def read(name: str) -> dict:
+        try:
+            return ctx.load_upstream(stage, name, lambda path: json.loads(path.read_text()))
+        except UpstreamError as err:
+            ctx.log.warning("cost columns of %s left empty: %s", stage, err)
+            return {}
+    acct, done = read("accounting.json"), read("metrics.json")
+    epochs, samples = acct.get("epochs"), acct.get("samples_per_epoch")
+    return {"trainable_params": acct.get("trainable_params"), "epochs": epochs, "samples_per_epoch": samples,
+            "epochs_x_samples": epochs * samples if epochs and samples else None, "device": acct.get("device"),
+            "wall_s": acct.get("wall_s"), "early_stop_epoch": done.get("early_stop_epoch")}
 
 
-def trade_off_summary(rows: list[dict]) -> str:
+def evaluation_row(row: Row, s: dict, costs: dict) -> dict:
+    """One line of evaluation.csv; an ensemble's cost columns are its members' sum (it trains them all)."""
+    def total(key: str):
+        values = [costs[m][key] for m in row.members]
+        return None if None in values else round(sum(values), 2)
+    return {"row": row.name, "kind": row.kind, "tta": "yes" if row.tta else "no",
+            **{k: round(s[k], 4) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")},
+            "n_images": s["n_images"], "trainable_params": total("trainable_params"),
+            "epochs_x_samples": total("epochs_x_samples"), "wall_s": total("wall_s")}
+
+
+def ablation_row(stage: str, s: dict, model: dict, cost: dict) -> dict:
+    params = cost["trainable_params"]
+    return {"stage": stage, "regime": model["regime"] or stage, "accuracy": round(s["accuracy"], 4),
+            "macro_f1": round(s["macro_f1"], 4), "trainable_params_m": round(params / 1e6, 4) if params else None,
+            **{k: cost[k] for k in ("epochs", "samples_per_epoch", "epochs_x_samples", "early_stop_epoch",
+                                    "device", "wall_s")}}
+
+
+# ----------------------------------------------------------------------------- metrics, report
+def headline(s: dict, split: str) -> dict:
+    out = {k: s[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "n_images", "loss")}
+    if split == "test":                           # today's names, kept for readers of test results
+        out.update(test_acc=s["accuracy"], test_size=s["n_images"], test_loss=s["loss"])
+    return out
+
+
+def metrics(split: str, rows: list[Row], scores: dict, models: dict, best: str) -> dict:
+    top = headline(scores[best], split)
+    top.pop("loss")
+    top.pop("test_loss", None)
+    return {"split": split, **top, "val_acc": models[best]["val_acc"], "best_epoch": models[best]["best_epoch"],
+            "best_model": best, "models": {s: {**headline(scores[s], split), **m} for s, m in models.items()},
+            "rows": {r.name: {"kind": r.kind, "tta": r.tta, "members": r.members, **headline(scores[r.name], split),
+                              **({"weights": r.weights} if r.weights else {})} for r in rows}}
+
+
+def fragment(ctx, split: str, table: list[dict], ablation: list[dict], top: dict, best: str) -> str:
+    lines = ["| " + " | ".join(EVALUATION_COLUMNS) + " |", "|" + "---|" * len(EVALUATION_COLUMNS)]
+    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in EVALUATION_COLUMNS) + " |" for r in table]
+    effect = effect_sentence(table, split)
+    return (f"### {ctx.stage}: {split} split\n\n{split.capitalize()} accuracy **{100 * top['accuracy']:.2f}%** on "
+            f"{top['n_images']} images for `{best}` (chosen by validation accuracy); macro precision "
+            f"{top['macro_precision']:.3f}, recall {top['macro_recall']:.3f}, F1 {top['macro_f1']:.3f}.\n\n"
+            + "\n".join(lines) + "\n\n" + (effect + "\n\n" if effect else "")
+            + (trade_off_summary(ablation, split) + "\n\n" if len(ablation) > 1 else "")
+            + f"Classification report of `{best}`:\n\n```text\n{top['report'].rstrip()}\n```\n\n"
+            "![confusion matrix](confusion.png)\n\nPer class: [per_class.csv](per_class.csv); "
+            "matrix: [confusion_matrix.csv](confusion_matrix.csv); every row: [evaluation.csv](evaluation.csv); "
+            "models: [ablation.csv](ablation.csv).\n")
+
+
+def effect_sentence(table: list[dict], split: str) -> str:
+    """One sentence, from the numbers, on what ensembling and flip TTA changed ('' when neither ran).
+    Ensembles are compared with the best single model on this split: the bar they must clear."""
+    acc = {r["row"]: r["accuracy"] for r in table}
+    single = max((r["row"] for r in table if r["kind"] == "model" and r["tta"] == "no"), key=acc.get)
+    parts = []
+    ensembles = [r["row"] for r in table if r["kind"] == "ensemble" and r["tta"] == "no"]
+    if ensembles:
+        parts.append("ensembling changed accuracy by " + ", ".join(
+            f"{_points(acc[e] - acc[single])} (`{e}`, {100 * acc[e]:.2f}%)" for e in ensembles)
+            + f" against the best single model `{single}` ({100 * acc[single]:.2f}%)")
+    deltas = [acc[r["row"]] - acc[r["row"][:-len(FLIP)]] for r in table if r["tta"] == "yes"]
+    if deltas:
+        parts.append(f"flip TTA changed it by {_points(float(np.mean(deltas)))} on average over {len(deltas)} "
+                     f"rows (from {_points(min(deltas))} to {_points(max(deltas))})")
+    return f"On the {split} split, " + "; ".join(parts) + "." if parts else ""
+
+
+def _points(delta: float) -> str:
+    return f"{100 * delta:+.2f} points"
+
+
+def trade_off_summary(rows: list[dict], split: str) -> str:
     """Generated from the measured rows: the most accurate model and the cheapest one close to it."""
-    best = max(rows, key=lambda r: r["test_acc"])
-    close = [r for r in rows if r["test_acc"] >= best["test_acc"] - 0.01]
+    best = max(rows, key=lambda r: r["accuracy"])
+    close = [r for r in rows if r["accuracy"] >= best["accuracy"] - 0.01]
     cheapest = min(close, key=lambda r: r["wall_s"] or float("inf"))
-    text = (f"Most accurate: `{best['stage']}` ({best['regime']}) at {100 * best['test_acc']:.2f}% test accuracy, "
+    text = (f"Most accurate: `{best['stage']}` ({best['regime']}) at {100 * best['accuracy']:.2f}% {split} accuracy, "
             f"{best['trainable_params_m']} M trainable parameters, {best['wall_s']} s.")
     if cheapest is not best and best["wall_s"] and cheapest["wall_s"]:
         text += (f" Within 1 point of it, `{cheapest['stage']}` ({cheapest['regime']}) reaches "
-                 f"{100 * cheapest['test_acc']:.2f}% in {cheapest['wall_s']} s "
+                 f"{100 * cheapest['accuracy']:.2f}% in {cheapest['wall_s']} s "
                  f"({best['wall_s'] / cheapest['wall_s']:.1f}x less time).")
     return text

@@ -1,9 +1,11 @@
 """Stage kind `train`: any registry model (project, torchvision, timm) with config surgery, trained
-by the shared loop (train_loop.fit) on an upstream split.npz, grey or colour.
+by the shared loop (jobs/training/loop.py, fit) on an upstream split.npz, grey or colour.
 
 Order: create_model (pretrained weights, new head) -> `init_from` an upstream best.pt -> surgery
-steps in the config's order -> fit. best.pt's `meta` holds what evaluate needs to
-rebuild the same model and input transform (jobs/evaluate.py, rebuild_model).
+steps in the config's order -> fit. When only the head trains on fixed inputs, the backbone's
+features are computed once and the head is fitted on them (jobs/training/features.py; `probe_mode`
+in accounting.json says which way it ran). best.pt's `meta` holds what evaluate needs to rebuild
+the same model and input transform (jobs/stages/evaluate.py, rebuild_model).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pipeline.registry import StageContext, register
+from pipeline.registry import ConfigError, StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
 from jobs.models.registry import ModelSpec
@@ -34,8 +36,22 @@ class TrainStageParams(TrainParams):
     init_from: str = field(default="", metadata={"help": "upstream stage whose best.pt to start from; '' = none"})
     resolution: int = field(default=0, metadata={"min": 0, "help": "input side in pixels; 0 = the data's own"})
     augment: list[Literal["crop_pad", "hflip", "color_jitter", "rotate", "resized_crop"]] = field(
-        default_factory=list, metadata={"help": "on whole uint8 batches on the device, training only, in order"})
+        default_factory=list, metadata={"help": "on whole uint8 batches on the device, training only: rotate and "
+                                                "resized_crop with the resize in one resampling, then the rest in order"})
+    rotate_deg: float = field(default=15.0, metadata={
+        "min": 0.0, "max": 180.0, "help": "augment rotate: angle drawn uniformly in +-this many degrees"})
+    crop_area: list[float] = field(default_factory=lambda: [0.35, 1.0], metadata={
+        "help": "augment resized_crop: [min, max] share of the image's area kept, then resized back"})
     normalize: Literal["imagenet", "dataset", "none"] = "imagenet"
+    cache_features: bool = field(default=True, metadata={
+        "help": "only the head trains, no augment/mixup/cutmix: backbone features once, then the head on them"})
+    weights_stage: str = field(default="download", metadata={
+        "help": "pretrained: imagenet: the upstream stage that staged the weights (its manifest is checked)"})
+
+    def __post_init__(self):
+        area = self.crop_area
+        if len(area) != 2 or not 0 < area[0] <= area[1] <= 1:
+            raise ConfigError("crop_area", f"got {area}; expected [min, max] with 0 < min <= max <= 1, e.g. [0.35, 1.0]")
 
 
 def model_channels(spec: ModelSpec) -> int:
@@ -56,12 +72,12 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     import torch
 
     from jobs.data.files import load_arrays
-    from jobs.stages.finetune import set_offline
-    from jobs.models.registry import count_params
-    from jobs.evaluation.plots import plot_history
-    from jobs.training.loop import device_name, environment_summary, fit, peak_gpu_mem_mb, seed_everything
+    from jobs.models.registry import count_params, use_weights_cache
+    from jobs.training.loop import environment_summary, seed_everything
 
-    set_offline(ctx)
+    use_weights_cache(ctx.cache_dir, offline=True)
+    if p.model.pretrained == "imagenet":
+        check_staged_weights(ctx, p.weights_stage)
     seed_everything(ctx.seed, ctx.log)
     ctx.log.info("environment: %s", environment_summary())
     ctx.log.info("determinism: cudnn.deterministic=%s cudnn.benchmark=%s deterministic_algorithms=%s",
@@ -76,21 +92,60 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     log_transform(ctx, prepare, data)
     trainable, total = count_params(model)
     ctx.log.info("params: trainable %s of %s (%.1f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    run_state = fit(model, data, prepare, p, ctx, meta=meta)
+    run_state, mode = train_model(model, data, prepare, p, ctx, meta)
+    history = run_state["history"]
+    _write_outputs(ctx, p, run_state, summaries, mode, trainable, total)
+    _record(ctx, p, run_state, mode, len(data["y_train"]), trainable, total, meta["resolution"])
+    return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
+            "early_stop_epoch": run_state.get("early_stop_epoch"), "trainable_params": trainable,
+            "total_params": total, "probe_mode": mode}
+
+
+def check_staged_weights(ctx: StageContext, stage: str) -> None:
+    """ImageNet weights come only from what the download stage staged in the cache, checked
+    against its sha256 manifest (a damaged file stops here, naming it and the stage to rerun)."""
+    from jobs.data.files import verify_manifest
+    ctx.need(stage)                  # it must be upstream, so it ran first
+    verify_manifest(ctx.cache_dir, stage)
+
+
+def train_model(model, data: dict, prepare, p: TrainStageParams, ctx: StageContext, meta: dict):
+    """fit on the full forward, or the head alone on cached backbone features when that computes
+    the same (jobs/training/features.py); returns (run state, mode) and logs the mode and why."""
+    from jobs.training.features import CACHED, FULL, cache_blocker, fit_head_on_features
+    from jobs.training.loop import fit
+    blocker = cache_blocker(model, p)
+    if not blocker:
+        ctx.log.info("training mode %s: only the head trains on fixed inputs, so the backbone's features are "
+                     "computed once", CACHED)
+        return fit_head_on_features(model, data, prepare, p, ctx, meta), CACHED
+    ctx.log.info("training mode %s: %s", FULL, blocker)
+    return fit(model, data, prepare, p, ctx, meta=meta), FULL
+
+
+def _write_outputs(ctx: StageContext, p: TrainStageParams, run_state: dict, summaries: list[dict], mode: str,
+                   trainable: int, total: int) -> None:
+    from jobs.evaluation.plots import plot_history
     history = run_state["history"]
     atomic_write_json(ctx.out_dir / "history.json", history)
     plot_history(history, ctx.out_dir / "curves.png", f"{ctx.experiment}/{ctx.stage}")
-    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, p, run_state, summaries, trainable, total))
-    n, seconds = len(data["y_train"]), sum(h["seconds"] for h in history)
+    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, p, run_state, summaries, mode, trainable, total))
+
+
+def _record(ctx: StageContext, p: TrainStageParams, run_state: dict, mode: str, n: int, trainable: int, total: int,
+            resolution: int) -> None:
+    """Accounting; throughput counts the feature pass too when the head trained on cached features."""
+    from jobs.training.loop import device_name, peak_gpu_mem_mb
+    history = run_state["history"]
+    seconds = sum(h["seconds"] for h in history) + run_state.get("feature_seconds", 0.0)
     ctx.record(epochs=len(history), samples_per_epoch=n, total_samples=n * len(history),
                trainable_params=trainable, total_params=total,
                throughput_per_s=round(n * len(history) / seconds, 1) if seconds else None,
                precision=f"amp-{p.amp_dtype}" if p.amp and ctx.device == "cuda" else "fp32",
-               peak_gpu_mem_mb=peak_gpu_mem_mb(), device_name=device_name(), resolution=meta["resolution"],
-               model=p.model.name)
-    return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
-            "early_stop_epoch": run_state.get("early_stop_epoch"), "trainable_params": trainable,
-            "total_params": total}
+               peak_gpu_mem_mb=peak_gpu_mem_mb(), device_name=device_name(), resolution=resolution,
+               model=p.model.name, probe_mode=mode)
+    if "feature_seconds" in run_state:
+        ctx.record(feature_seconds=run_state["feature_seconds"])
 
 
 def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int):
@@ -111,7 +166,7 @@ def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int):
     meta = {"spec": spec, "pretrained_at_train": p.model.pretrained, "surgery": p.surgery,
             "num_classes": num_classes, "resolution": resolution, "native": native, "image_size": resolution,
             "channels": channels, "model_channels": model_channels(p.model), "normalize": p.normalize,
-            "model": p.model.name}
+            "model": p.model.name, "rotate_deg": p.rotate_deg, "crop_area": list(p.crop_area)}
     if p.normalize == "dataset":
         from jobs.training.transforms import channel_stats
         meta["mean"], meta["std"] = channel_stats(x_train, meta["model_channels"])
@@ -160,11 +215,12 @@ def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
                  ctx.need(stage) / "best.pt", f"; head re-initialised ({', '.join(skipped)})" if skipped else "")
 
 
-def _fragment(ctx, p: TrainStageParams, run_state: dict, summaries: list[dict], trainable: int, total: int) -> str:
+def _fragment(ctx, p: TrainStageParams, run_state: dict, summaries: list[dict], mode: str, trainable: int,
+              total: int) -> str:
     h = run_state["history"][-1]
     surgery = "; ".join(s["op"] for s in summaries) or "none"
     return (f"### {ctx.stage}: training curves\n\n![curves](curves.png)\n\n"
             f"`{p.model.name}` (pretrained: {p.model.pretrained}), surgery: {surgery}; trainable params "
-            f"{trainable:,} of {total:,}. Best val accuracy {100 * run_state['best_acc']:.2f}% at epoch "
-            f"{run_state['best_epoch']} of {len(run_state['history'])}; last epoch train loss "
-            f"{h['train_loss']:.4f}.\n")
+            f"{trainable:,} of {total:,}; {mode.replace('_', ' ')}. Best val accuracy "
+            f"{100 * run_state['best_acc']:.2f}% at epoch {run_state['best_epoch']} of {len(run_state['history'])}; "
+            f"last epoch train loss {h['train_loss']:.4f}.\n")

@@ -1,1 +1,2 @@
-"""The one training loop (loop) and the batch transforms on the training device (transforms)."""
+"""The one training loop (loop), the batch transforms on the training device (transforms) and the
+head trained on backbone features computed once (features)."""

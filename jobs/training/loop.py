@@ -123,7 +123,8 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None):
         yield order[start:start + batch_size]
 
 
-def _autocast(device: torch.device, p: TrainParams):
+def autocast(device: torch.device, p: TrainParams):
+    """Mixed precision on CUDA when p.amp asks for it; a no-op context elsewhere."""
     enabled = p.amp and device.type == "cuda"
     dtype = torch.bfloat16 if p.amp_dtype == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
@@ -188,7 +189,7 @@ def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p
         inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=True)
         inputs, targets_a, targets_b, lam = mix_batch(inputs, targets, p, generator)
         targets = targets_a if lam >= 0.5 else targets_b             # train acc: against the dominant target
-        with _autocast(device, p):
+        with autocast(device, p):
             logits = model(inputs)                                   # (N, classes)
             loss = mixed_loss(loss_fn, logits, targets_a, targets_b, lam)
         opt.zero_grad(set_to_none=True)
@@ -215,7 +216,7 @@ def evaluate(model, x, y, prepare: Prepare, device, p: TrainParams, batch_size: 
     total_loss, preds = 0.0, []
     for idx in batches(len(y), batch_size or p.batch_size, None):
         inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=False)
-        with _autocast(device, p):
+        with autocast(device, p):
             logits = model(inputs)
         total_loss += loss_fn(logits.float(), targets).item()
         preds.append(logits.argmax(1).cpu())
@@ -231,12 +232,13 @@ def _to_device(xb, yb, prepare: Prepare, device, p: TrainParams, training: bool)
 
 
 def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams, ctx,
-        trainable=None, meta: dict | None = None) -> dict:
+        trainable=None, meta: dict | None = None, best_model: nn.Module | None = None) -> dict:
     """Train with per-epoch checkpoints; resume from ctx.checkpoint_path when it matches this run.
 
-    data: x_train, y_train, x_val, y_val (uint8 images, int64 labels).
-    Returns the history and the best epoch; the best weights (with `meta`, what an evaluation
-    needs to rebuild the model) are in ctx.out_dir / "best.pt".
+    data: x_train, y_train, x_val, y_val (uint8 images, int64 labels; or features, with an
+    identity `prepare`). Returns the history and the best epoch; the best weights (with `meta`,
+    what an evaluation needs to rebuild the model) are in ctx.out_dir / "best.pt": those of
+    `best_model` when given (the whole network around a head trained on cached features).
     """
     device = resolve_device(ctx.device)
     model.to(device)
@@ -261,8 +263,8 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
                                "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
-            save_atomic(ctx.out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch, "val_acc": val["acc"],
-                                                "meta": meta or {}})
+            save_atomic(ctx.out_dir / "best.pt", {"model": (best_model or model).state_dict(), "epoch": epoch,
+                                                  "val_acc": val["acc"], "meta": meta or {}})
         run["epoch"] = epoch
         stop = p.patience and epoch - run["best_epoch"] >= p.patience
         run["early_stop_epoch"] = epoch if stop else None

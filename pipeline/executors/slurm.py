@@ -1,13 +1,21 @@
-"""SLURM backend through submitit: one job per stage, chained with --dependency=afterok."""
+"""SLURM backend through submitit: one job per stage, chained with --dependency=afterok.
+
+This is the one module that runs SLURM's commands (sacct, squeue, sinfo, scancel, scontrol):
+the rest of the engine asks through the functions here, and parses their output with the pure
+functions of pipeline/accounting.py.
+"""
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterable
 
 import submitit
 
+from ..accounting import SACCT_FIELDS, parse_sacct, parse_squeue
 from ..config import Experiment, mem_mb, time_minutes
 from .base import Executor, Submission
 
@@ -48,11 +56,7 @@ class SlurmExecutor(Executor):
         return Submission(stage, str(job.job_id), Path(job.paths.stdout), "submitted")
 
     def cancel(self, job_ids: list[str]) -> None:
-        if not job_ids:
-            return
-        done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:   # say so: the caller reports these jobs as cancelled
-            print(f"[pipeline] warning: scancel {' '.join(job_ids)} failed: {done.stderr.strip()}", flush=True)
+        scancel(job_ids)
 
     def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
         ex = self._executor(exp, stage, after)
@@ -103,8 +107,67 @@ def check_resources(exp: Experiment, stages: list[str], sinfo_text: str) -> list
 
 
 def query_sinfo() -> str:
+    """Every node of every partition, as partition_limits reads it."""
     out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=30)
     return out.stdout
+
+
+def controller_reachable() -> tuple[bool, str]:
+    """SLURM is usable when `sbatch` exists and the controller answers `scontrol ping`."""
+    if shutil.which("sbatch") is None:
+        return False, "no `sbatch` on PATH"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"`scontrol ping` failed: {err}"
+    if ping.returncode != 0 or "UP" not in ping.stdout:
+        return False, f"the SLURM controller does not answer: {(ping.stdout + ping.stderr).strip()}"
+    return True, "controller is UP"
+
+
+def query_sacct(job_ids: Iterable[str]) -> tuple[dict[str, dict], str | None]:
+    """Run sacct (every attempt of each job) for these jobs. Returns (summaries, None) or
+    ({}, why accounting is unavailable)."""
+    ids = sorted({str(j) for j in job_ids if j and str(j)[0].isdigit()})
+    if not ids:
+        return {}, "no SLURM job ids recorded (stages ran locally)"
+    if shutil.which("sacct") is None:
+        return {}, "`sacct` is not installed here"
+    try:
+        out = subprocess.run(["sacct", "--duplicates", "--parsable2", "--noheader", "-j", ",".join(ids),
+                              "-o", ",".join(SACCT_FIELDS)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {}, f"sacct failed: {err}"
+    if out.returncode != 0:
+        return {}, f"sacct failed (is slurmdbd accounting configured?): {out.stderr.strip()[:300]}"
+    return parse_sacct(out.stdout), None
+
+
+def query_squeue(job_ids: Iterable[str]) -> dict[str, dict]:
+    """Live jobs among these ids. Lists all jobs and filters: `squeue -j` fails on a purged id."""
+    ids = {str(j) for j in job_ids if j}
+    if not ids or shutil.which("squeue") is None:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {j: v for j, v in parse_squeue(out.stdout).items() if j in ids}
+
+
+def scancel(job_ids: list[str]) -> None:
+    """Cancel these jobs; a refusal is printed, not raised (callers report the jobs as cancelled)."""
+    if not job_ids:
+        return
+    done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        print(f"[pipeline] warning: scancel {' '.join(job_ids)} failed: {done.stderr.strip()}", flush=True)
+
+
+def requeue(job_id: str) -> None:
+    """Put a running job back in the queue (`scontrol requeue`); it starts again under the same id.
+    Called from signal handlers, so it only runs the command and never raises on its answer."""
+    subprocess.run(["scontrol", "requeue", job_id], check=False)
 
 
 def _afterok(job_ids: list[str]) -> str | None:
