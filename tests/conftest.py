@@ -89,3 +89,11 @@ def job_ids_from_table(stdout: str) -> dict[str, str]:
 def status_json(config: str, overrides: list[str]) -> dict[str, dict]:
     rows = json.loads(cli("status", "-c", config, "--json", *sets(overrides)).stdout)
     return {r["stage"]: r for r in rows}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that takes the `slurm` fixture (itself or through another fixture) needs the
+    cluster: mark it `slurm`, so `-m slurm` / `-m "not slurm"` split the suite exactly."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)

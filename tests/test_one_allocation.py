@@ -143,6 +143,9 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     # loaded machine took 3 s and failed the attempt. SLURM's own requeue delay covers this.
     _wait(lambda: not _live_steps(failing), 60)
     subprocess.run(["scontrol", "update", f"jobid={failing}", "starttime=now"], check=False)
+    # squeue can miss a job for a moment while it is requeued, so wait for the second attempt's
+    # last line in the log first, then for the job to leave the queue.
+    _wait(lambda: "later stages not run" in log.read_text(), 180)
     wait_for_jobs([failing], timeout=180)
 
     text = log.read_text()
