@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from jobs.stages.deploy import quantize_model  # noqa: E402
-from jobs.stages.deploy_export import ort_session  # noqa: E402
+from jobs.deployment.quantize import quantize_model  # noqa: E402
+from jobs.deployment.runtimes import ort_session  # noqa: E402
 
 
 def main() -> None:

@@ -10,20 +10,21 @@ import pytest
 from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
 from fixtures import write_tiny_imagenet
 from jobs.stages.deploy import QuantizeParams, choose_method
-from jobs.stages.deploy_bench import measure
-from jobs.stages.tinyimagenet import read_val_annotations, read_wnids
+from jobs.deployment.benchmark import measure
+from jobs.data.formats import read_val_annotations, read_wnids
 
 CONFIG = "configs/deploy.yaml"
 STAGES = ["download", "preprocess", "head", "quantize", "export_onnx", "tensorrt", "benchmark", "report"]
 
 
 def overrides_for(root) -> list[str]:
-    """A 4-block random ViT at 56 px stands in for DINOv2 ViT-S/14 (no download here). Its CLS token
-    barely varies between images without pretraining, so the test pools the patch tokens."""
+    """A 4-block random ViT at 56 px (timm's DINOv2 architecture, no weights: no download here)
+    stands in for DINOv2 ViT-S/14. Its CLS token barely varies between images without
+    pretraining, so the test pools the patch tokens."""
     out = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
-    out += ["resources.cpus_per_task=2", "resources.mem=3G", "stages.download.model_source=timm",
-            "stages.download.timm_model=vit_small_patch14_dinov2", "stages.download.timm_pretrained=false",
-            "stages.download.img_size=56", "stages.download.timm_kwargs={depth: 4}", "stages.download.pool=avg",
+    out += ["resources.cpus_per_task=2", "resources.mem=3G", "stages.download.models=[]",
+            "stages.head.model.name=vit_small_patch14_dinov2", "stages.head.model.pretrained=none",
+            "stages.head.model.kwargs={depth: 4, img_size: 56, global_pool: avg}", "stages.head.resolution=56",
             "stages.head.resources.gpus=0", "stages.tensorrt.resources.gpus=0", "stages.head.epochs=30",
             "stages.head.batch_size=16", "stages.quantize.threads=2", "stages.benchmark.threads=2",
             "stages.quantize.val_limit=0", "stages.benchmark.val_limit=0"]
@@ -37,7 +38,7 @@ def deploy_run(slurm, tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     for k in ("results", "logs", "data", "cache"):
         (root / k).mkdir()
-    fixture = write_tiny_imagenet(root / "data")
+    fixture = write_tiny_imagenet(root / "data" / "tinyimagenet")      # <paths.data>/<dataset>
     overrides = overrides_for(root)
     ids = job_ids_from_table(cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout)
     assert list(ids) == STAGES
@@ -78,7 +79,7 @@ def test_onnx_parity_and_int8_agreement(deploy_run):
     quant = json.loads((deploy_run["results"] / "quantize" / "metrics.json").read_text())
     assert quant["method"] in ("torch_ao", "torchao") and quant["agreement_with_fp32"] >= 0.9
     for info in quant["methods"].values():
-        assert info["available"] and info["size_mb"] < 0.5 * (deploy_run["results"] / "head" / "model.pt").stat().st_size / 2**20
+        assert info["available"] and info["size_mb"] < 0.5 * quant["fp32_size_mb"]
 
 
 def test_benchmark_table_and_efficiency_rows(deploy_run):

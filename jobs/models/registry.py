@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +24,7 @@ from pipeline.registry import register_catalog
 from pipeline.state import atomic_path, atomic_write_json
 
 from jobs.data.files import MANIFEST, sha256
+from jobs.models.spec import SOURCES, ModelSpec
 
 _LOG = logging.getLogger(__name__)
 
@@ -63,7 +64,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 # Models by name (issue 8): the project's own nets, torchvision's and timm's behind one call.
 # ---------------------------------------------------------------------------------------------
 
-SOURCES = ("auto", "torchvision", "timm", "project")
 
 # The project's own networks by name: name -> factory(num_classes, **kwargs) -> nn.Module.
 PROJECT_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN}
@@ -75,16 +75,6 @@ def register_model(name: str):
         PROJECT_MODELS[name] = factory
         return factory
     return deco
-
-
-@dataclass
-class ModelSpec:
-    """What a config's `model:` mapping says."""
-    name: str
-    pretrained: str = field(default="none", metadata={"help": "imagenet | none | path of a state_dict file"})
-    source: str = field(default="auto", metadata={"help": "auto (project, torchvision, timm) | "
-                                                          "torchvision | timm | project"})
-    kwargs: dict = field(default_factory=dict, metadata={"help": "extra constructor arguments"})
 
 
 def _as_spec(spec: ModelSpec | dict | str) -> ModelSpec:
@@ -364,6 +354,12 @@ def replace_head(model: nn.Module, num_classes: int, log: logging.Logger | None 
     """Replace the classifier with a new Linear(in_features, num_classes); returns the old and new
     (in_features, out_features) and logs them. timm models go through reset_classifier()."""
     log = log or _LOG
+    if _headless_timm(model):      # e.g. timm's DINOv2 ViTs: num_classes=0, features out, no Linear yet
+        model.reset_classifier(num_classes)
+        path, new = find_head(model)
+        log.info("head %s: none (features, in_features=%d) -> in_features=%d out_features=%d",
+                 path, new.in_features, new.in_features, new.out_features)
+        return (new.in_features, 0), (new.in_features, new.out_features)
     path, old = find_head(model)
     old_shape = (old.in_features, old.out_features)
     if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):
@@ -377,6 +373,11 @@ def replace_head(model: nn.Module, num_classes: int, log: logging.Logger | None 
     log.info("head %s: in_features=%d, out_features=%d -> in_features=%d out_features=%d",
              path, *old_shape, *new_shape)
     return old_shape, new_shape
+
+
+def _headless_timm(model: nn.Module) -> bool:
+    return hasattr(model, "reset_classifier") and isinstance(getattr(model, "get_classifier", lambda: None)(),
+                                                             nn.Identity)
 
 
 # --- what can be built -----------------------------------------------------------------------

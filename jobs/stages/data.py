@@ -1,4 +1,4 @@
-"""Stage kinds `download` and `prepare`: any data set of jobs/dataset_registry.py by name.
+"""Stage kinds `download` and `prepare`: any data set of jobs/data/datasets.py by name.
 
 download: the official files into <data>/<dataset>/ (or `root`), checksums verified by the
           downloader, and a sha256 MANIFEST.json; files already staged in the official layout are
@@ -59,7 +59,7 @@ def download(p: DownloadParams, ctx: StageContext) -> dict:
                             f"this stage again to download it")
     else:
         root.mkdir(parents=True, exist_ok=True)
-        ds.fetch(root, p.split, ctx.log)
+        fetch(ds, root, p.split, ctx)
         missing = [f for f in ds.files(root, p.split) if not f.exists()]
         if missing:
             raise DataError(f"downloading {p.dataset} left {missing[0]} missing")
@@ -71,15 +71,26 @@ def download(p: DownloadParams, ctx: StageContext) -> dict:
             "weights": {name: [str(w) for w in ws] for name, ws in weights.items()}}
 
 
+def fetch(ds, root: Path, split: str, ctx: StageContext) -> None:
+    """The official files into root; a network failure says what to do instead of a traceback."""
+    import urllib.error
+    try:
+        ds.fetch(root, split, ctx.log)
+    except urllib.error.URLError as err:
+        raise DataError(f"downloading {ds.name} from {ds.source} failed ({getattr(err, 'reason', err)}): run this "
+                        f"stage where there is internet, or put the official files in {root} (official layout) "
+                        f"and run it again") from err
+
+
 def stage_weights(p: DownloadParams, ctx: StageContext) -> dict[str, list[Path]]:
     """The ImageNet weights of `models` (or `weights_files`) into the cache, with a sha256 manifest
     (<cache>/MANIFEST.json) that training checks before it reads them, offline."""
-    from jobs.models.registry import stage_imagenet_weights, write_weights_manifest
     stray = sorted(set(p.weights_files) - set(p.models))
     if stray:
         raise ValueError(f"weights_files: {stray[0]!r} is not in models {p.models}; add it there")
     if not p.models:
         return {}
+    from jobs.models.registry import stage_imagenet_weights, write_weights_manifest   # torch: only when needed
     staged = {name: stage_imagenet_weights(name, ctx.cache_dir, p.weights_files.get(name, ""), ctx.log)
               for name in p.models}
     write_weights_manifest(ctx.cache_dir, staged)

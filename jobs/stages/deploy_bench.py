@@ -7,15 +7,15 @@ a fixed thread count and warm-up, size on disk, val top-1 and agreement with fp3
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from jobs.stages.deploy import predict, quantize_model, val_pixels
+from jobs.deployment.benchmark import measure
+from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes
+from jobs.stages.deploy import trained_classifier, val_inputs
 
 COLUMNS = ("variant", "status", "latency_b1_p50_ms", "latency_b1_p90_ms", "throughput_per_s", "size_mb",
            "val_top1", "agreement_with_fp32", "speedup_p50_vs_fp32", "speedup_throughput_vs_fp32", "note")
@@ -35,37 +35,17 @@ class BenchParams:
     val_limit: int = field(default=0, metadata={"min": 0, "help": "0 = every val image"})
 
 
-def measure(fn, x1, xn, warmup: int, iterations: int) -> dict:
-    """Latency percentiles at batch 1 and throughput at batch N, same function, one run."""
-    for _ in range(warmup):
-        fn(x1)
-        fn(xn)
-    lat = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn(x1)
-        lat.append(1e3 * (time.perf_counter() - start))
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn(xn)
-    throughput = iterations * len(xn) / (time.perf_counter() - start)
-    return {"latency_b1_p50_ms": float(np.percentile(lat, 50)), "latency_b1_p90_ms": float(np.percentile(lat, 90)),
-            "throughput_per_s": throughput}
-
-
 @register("deploy_benchmark", BenchParams)
 def run(p: BenchParams, ctx: StageContext) -> dict:
     import torch
 
-    from jobs.stages.deploy_export import ort_session
-    from jobs.deployment.vit import load_classifier
+    from jobs.deployment.runtimes import ort_session
     torch.set_num_threads(p.threads)
-    model_path = ctx.need(p.head_stage) / "model.pt"
-    model, saved = load_classifier(model_path, ctx.cache_dir)
-    x, y = val_pixels(ctx, p.data_stage, saved["meta"]["img_size"], p.val_limit)
+    model, transform, _ = trained_classifier(ctx, p.head_stage)
+    x, y = val_inputs(ctx, p.data_stage, transform, p.val_limit)
     xn = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]
     x1 = xn[:1]
-    variants = {"fp32_eager": (model, model_path.stat().st_size)}
+    variants = {"fp32_eager": (model, state_dict_bytes(model))}
     methods = json.loads((ctx.need(p.quantize_stage) / "methods.json").read_text())
     for method, info in methods.items():
         if info.get("available"):

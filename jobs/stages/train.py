@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pipeline.registry import ConfigError, StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from jobs.models.registry import ModelSpec
-from jobs.training.loop import TrainParams
+from jobs.models.spec import ModelSpec
+from jobs.training.params import TrainParams
 
 
 @dataclass

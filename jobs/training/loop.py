@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,32 +17,9 @@ from torch import nn
 
 from pipeline.state import atomic_path
 
+from jobs.training.params import TrainParams  # noqa: F401 - the loop's parameters, re-exported
+
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]   # (uint8 batch, training) -> float input
-
-
-@dataclass
-class TrainParams:
-    epochs: int = field(default=10, metadata={"min": 1})
-    batch_size: int = field(default=64, metadata={"min": 1})
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = field(default=1e-3, metadata={"min": 0.0})
-    weight_decay: float = field(default=1e-4, metadata={"min": 0.0})
-    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    schedule: Literal["cosine", "constant", "step"] = "cosine"
-    warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
-    step_size: int = field(default=10, metadata={"min": 1, "help": "schedule step: lr *= gamma every step_size epochs"})
-    gamma: float = field(default=0.1, metadata={"min": 0.0, "help": "schedule step: the factor per step"})
-    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0,
-                                                          "help": "training loss only; val loss is plain CE"})
-    mixup_alpha: float = field(default=0.0, metadata={"min": 0.0, "help": "MixUp Beta(a, a) per batch; 0 = off"})
-    cutmix_alpha: float = field(default=0.0, metadata={
-        "min": 0.0, "help": "CutMix Beta(a, a) per batch; 0 = off (both on: one of them per batch, 50/50)"})
-    patience: int = field(default=0, metadata={
-        "min": 0, "help": "early stop after this many epochs without a better val acc; 0 = off"})
-    amp: bool = field(default=False, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
-    amp_dtype: Literal["bf16", "fp16"] = "bf16"
-    channels_last: bool = False
-    log_every: int = field(default=50, metadata={"min": 1, "help": "progress line every N steps"})
 
 
 def seed_everything(seed: int, log) -> None:
