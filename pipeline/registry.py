@@ -76,9 +76,22 @@ class StageContext:
         except Exception as err:  # noqa: BLE001 - any reader error means the file is unusable
             raise UpstreamError(stage, path, f"cannot be read ({type(err).__name__}: {err})") from err
 
+    def upstream_metrics(self, stage: str) -> dict:
+        """What upstream `stage` returned (its metrics.json, written by the engine)."""
+        return self.load_upstream(stage, "metrics.json", _read_json)
+
+    def upstream_accounting(self, stage: str) -> dict:
+        """Upstream `stage`'s accounting (status, skip_reason, wall_s, what it recorded)."""
+        return self.load_upstream(stage, "accounting.json", _read_json)
+
     def record(self, **fields: Any) -> None:
         """Add fields to this stage's accounting.json (e.g. trainable_params, epochs)."""
         self.accounting.update(fields)
+
+
+def _read_json(path: Path) -> Any:
+    import json
+    return json.loads(path.read_text())
 
 
 class UpstreamError(RuntimeError):

@@ -213,3 +213,14 @@ def test_pipeline_has_no_ml_vocabulary():
                  for line, word in ml_words(path.read_text())]
     assert not offenders, ("ML vocabulary in the engine (allowed: the efficiency columns "
                            f"{sorted(OWNED_COLUMNS)}):\n" + "\n".join(offenders))
+
+
+def test_registering_the_kinds_does_not_import_torch():
+    """Every CLI call and every stage start registers all kinds; stages that need no torch
+    (download, prepare, report) and `status`/`submit` must not pay its import (~2.5 s here)."""
+    import subprocess
+    import sys
+    code = ("import sys, jobs.stages, jobs.models, pipeline.__main__; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -31,7 +31,7 @@ def test_kinds_one_kind_shows_help(capsys):
 def test_kinds_unknown_kind_lists_choices(capsys):
     assert main(["kinds", "trian"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown stage kind 'trian'; valid choices: ") and " train," in err
+    assert err.startswith("error: unknown stage kind 'trian'; valid choices: ") and " train" in err
 
 
 def test_models_pattern_lists_each_source(capsys):

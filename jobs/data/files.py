@@ -57,6 +57,14 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
+SPLIT_FILE = "split.npz"      # what a `prepare` stage writes: uint8 images, labels, class names
+
+
+def load_split(ctx, stage: str) -> dict[str, np.ndarray]:
+    """The arrays of upstream data stage `stage` (its split.npz), through the stage context."""
+    return load_arrays(ctx.need(stage) / SPLIT_FILE, stage)
+
+
 def load_arrays(path: Path, producer: str) -> dict[str, np.ndarray]:
     """The arrays of an upstream stage's .npz; a missing or unreadable file names that stage."""
     from pipeline.registry import UpstreamError

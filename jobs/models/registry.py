@@ -20,7 +20,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pipeline.registry import register_catalog
 from pipeline.state import atomic_path, atomic_write_json
 
 from jobs.data.files import MANIFEST, sha256
@@ -392,6 +391,3 @@ def list_models(pattern: str = "") -> dict[str, list[str]]:
         glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
         catalog = {src: [n for n in names if fnmatch.fnmatchcase(n, glob)] for src, names in catalog.items()}
     return catalog
-
-
-register_catalog("models", list_models)   # python -m pipeline models [PATTERN]

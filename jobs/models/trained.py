@@ -23,8 +23,9 @@ def load_trained(ctx, stage: str):
     A best.pt that cannot be read becomes the engine's one-line UpstreamError (ctx.load_upstream)."""
     import torch
 
+    from jobs.training.loop import BEST_CHECKPOINT
     from jobs.training.transforms import transform_from_meta
-    best = ctx.load_upstream(stage, "best.pt", lambda path: torch.load(path, map_location="cpu", weights_only=False))
+    best = ctx.load_upstream(stage, BEST_CHECKPOINT, lambda path: torch.load(path, map_location="cpu", weights_only=False))
     meta = best["meta"]
     if "spec" in meta:                       # written by kind `train`: registry model + surgery
         model, transform = rebuild_model(meta, ctx.log), transform_from_meta(meta)

@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from jobs.data.files import DataError, save_arrays, verify_manifest, write_class_counts, write_manifest
+from jobs.data.files import SPLIT_FILE, DataError, save_arrays, verify_manifest, write_class_counts, write_manifest
 from jobs.data.datasets import DatasetName, EmnistSplit, check_official_md5, get_dataset
 from jobs.data.splits import SplitPlan, class_subset, mapping_tables, relabel, split_arrays, to_grey
 
@@ -159,7 +159,7 @@ def prepare(p: PrepareParams, ctx: StageContext) -> dict:
 
 def _write_outputs(ctx: StageContext, arrays: dict, classes: list[str], all_classes: list[str],
                    id_map: dict[int, int]) -> None:
-    save_arrays(ctx.out_dir / "split.npz", **arrays, classes=np.array(classes))
+    save_arrays(ctx.out_dir / SPLIT_FILE, **arrays, classes=np.array(classes))
     by_id, by_name = mapping_tables(all_classes, id_map)
     atomic_write_json(ctx.out_dir / "class_map_ids.json", by_id)
     atomic_write_json(ctx.out_dir / "class_map_names.json", by_name)

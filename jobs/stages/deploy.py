@@ -10,7 +10,7 @@ from typing import Literal
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json
 
-from jobs.data.files import load_arrays
+from jobs.data.files import load_split
 from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes, time_batches
 
 
@@ -26,7 +26,7 @@ def val_inputs(ctx: StageContext, data_stage: str, transform, limit: int = 0):
     """Validation images as the model's input (N, C, R, R), made by the transform it was trained
     with, and their labels."""
     import torch
-    arrays = load_arrays(ctx.need(data_stage) / "split.npz", data_stage)
+    arrays = load_split(ctx, data_stage)
     x, y = arrays["x_val"], arrays["y_val"]
     if limit:
         x, y = x[:limit], y[:limit]

@@ -6,7 +6,6 @@ a fixed thread count and warm-up, size on disk, val top-1 and agreement with fp3
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 
@@ -16,6 +15,7 @@ from pipeline.state import atomic_write_json, atomic_write_text
 from jobs.deployment.benchmark import measure
 from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes
 from jobs.stages.deploy import trained_classifier, val_inputs
+from jobs.stages.deploy_export import ONNX_FILE
 
 COLUMNS = ("variant", "status", "latency_b1_p50_ms", "latency_b1_p90_ms", "throughput_per_s", "size_mb",
            "val_top1", "agreement_with_fp32", "speedup_p50_vs_fp32", "speedup_throughput_vs_fp32", "note")
@@ -46,11 +46,11 @@ def run(p: BenchParams, ctx: StageContext) -> dict:
     xn = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]
     x1 = xn[:1]
     variants = {"fp32_eager": (model, state_dict_bytes(model))}
-    methods = json.loads((ctx.need(p.quantize_stage) / "methods.json").read_text())
+    methods = ctx.upstream_metrics(p.quantize_stage)["methods"]
     for method, info in methods.items():
         if info.get("available"):
             variants[f"int8_{method}"] = (quantize_model(model, method), info["size_mb"] * 2**20)
-    onnx_path = ctx.need(p.export_stage) / "model.onnx"
+    onnx_path = ctx.need(p.export_stage) / ONNX_FILE
     session = ort_session(onnx_path, p.threads)
 
     def onnxruntime(batch):
@@ -80,11 +80,10 @@ def run(p: BenchParams, ctx: StageContext) -> dict:
 
 
 def _tensorrt_row(ctx: StageContext, p: BenchParams) -> dict:
-    stage_dir = ctx.need(p.tensorrt_stage)
-    acct = json.loads((stage_dir / "accounting.json").read_text())
+    acct = ctx.upstream_accounting(p.tensorrt_stage)
     if acct.get("status") == "skipped":
         return {"variant": "tensorrt_fp16", "status": "skipped", "note": acct.get("skip_reason")}
-    m = json.loads((stage_dir / "metrics.json").read_text())
+    m = ctx.upstream_metrics(p.tensorrt_stage)
     return {"variant": "tensorrt_fp16", "status": "done", "latency_b1_p50_ms": m["latency_b1_p50_ms"],
             "latency_b1_p90_ms": m["latency_b1_p90_ms"], "throughput_per_s": m["throughput_per_s"],
             "size_mb": m["size_mb"], "agreement_with_fp32": m["top1_agreement_vs_ort"],

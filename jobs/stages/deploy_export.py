@@ -12,6 +12,8 @@ from pipeline.state import atomic_path
 from jobs.deployment.runtimes import TensorRTRunner, onnx_parity, ort_session, tensorrt_unavailable
 from jobs.stages.deploy import trained_classifier, val_inputs
 
+ONNX_FILE = "model.onnx"     # what export_onnx writes; tensorrt and the benchmark read it
+
 
 @dataclass
 class ExportParams:
@@ -29,7 +31,7 @@ def export_onnx(p: ExportParams, ctx: StageContext) -> dict:
 
     model, transform, meta = trained_classifier(ctx, p.head_stage)
     size = meta["resolution"]
-    path = ctx.out_dir / "model.onnx"
+    path = ctx.out_dir / ONNX_FILE
     example = torch.randn(2, meta["model_channels"], size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with atomic_path(path) as tmp:
@@ -66,7 +68,7 @@ def tensorrt_stage(p: TensorRTParams, ctx: StageContext) -> dict:
     if reason:
         ctx.log.warning("tensorrt skipped: %s", reason)
         return {"status": "skipped", "skip_reason": reason}
-    onnx_path = ctx.need(p.export_stage) / "model.onnx"
+    onnx_path = ctx.need(p.export_stage) / ONNX_FILE
     engine_path = ctx.out_dir / "model.plan"
     _, transform, _ = trained_classifier(ctx, p.head_stage)
     x, _ = val_inputs(ctx, p.data_stage, transform, p.val_limit)

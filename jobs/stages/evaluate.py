@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,7 +31,7 @@ import numpy as np
 from pipeline.registry import ConfigError, StageContext, UpstreamError, register
 from pipeline.state import atomic_path, atomic_write_text
 
-from jobs.data.files import load_arrays
+from jobs.data.files import load_split
 
 EVALUATION_COLUMNS = ("row", "kind", "tta", "accuracy", "macro_precision", "macro_recall", "macro_f1", "n_images",
                       "trainable_params", "epochs_x_samples", "wall_s")
@@ -77,7 +76,7 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     from jobs.evaluation.metrics import score
     from jobs.models.registry import use_weights_cache
     use_weights_cache(ctx.cache_dir, offline=True)                 # rebuilding a model never downloads
-    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
+    arrays = load_split(ctx, p.data_stage)
     classes, y = [str(c) for c in arrays["classes"]], arrays[f"y_{p.split}"]
     ctx.log.info("scoring the %s split: %d images, %d classes", p.split, len(y), len(classes))
     rows, models = model_rows(p, ctx, arrays, classes)
@@ -197,13 +196,13 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict], rename: di
 def training_cost(ctx: StageContext, stage: str) -> dict:
     """What training a model stage cost (its accounting.json) and its early-stop epoch (metrics.json).
     Unreadable files leave the cells empty with a warning: they do not change any score."""
-    def read(name: str) -> dict:
+    def read(reader) -> dict:
         try:
-            return ctx.load_upstream(stage, name, lambda path: json.loads(path.read_text()))
+            return reader(stage)
         except UpstreamError as err:
             ctx.log.warning("cost columns of %s left empty: %s", stage, err)
             return {}
-    acct, done = read("accounting.json"), read("metrics.json")
+    acct, done = read(ctx.upstream_accounting), read(ctx.upstream_metrics)
     epochs, samples = acct.get("epochs"), acct.get("samples_per_epoch")
     return {"trainable_params": acct.get("trainable_params"), "epochs": epochs, "samples_per_epoch": samples,
             "epochs_x_samples": epochs * samples if epochs and samples else None, "device": acct.get("device"),

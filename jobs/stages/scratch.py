@@ -9,7 +9,7 @@ import numpy as np
 from pipeline.registry import StageContext, register
 from pipeline.state import atomic_write_json, atomic_write_text
 
-from jobs.data.files import DataError, load_arrays
+from jobs.data.files import DataError, load_split
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081     # torchvision's MNIST example normalisation
 DATA_STAGE_HELP = "the upstream prepare stage whose split.npz this stage reads"
@@ -39,7 +39,7 @@ def scratch_cnn_stage(p: ScratchCNNParams, ctx: StageContext) -> dict:
 
     torch.manual_seed(ctx.seed)
     device = resolve_device(ctx.device)
-    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
+    arrays = load_split(ctx, p.data_stage)
     data = _grey_tensors(arrays, p, ctx.seed, device)
     classes = [str(c) for c in arrays["classes"]]
     model = scratch_cnn(data["x_train"].shape[-1], len(classes), tuple(p.channels), p.hidden, ctx.seed)
@@ -94,7 +94,7 @@ def numpy_mlp_stage(p: NumpyMLPParams, ctx: StageContext) -> dict:
     from jobs.evaluation.plots import plot_history
     from jobs.scratch.numpy_mlp import MLP, parse_hidden, train_mlp
 
-    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
+    arrays = load_split(ctx, p.data_stage)
     data = cifar_features(arrays)
     classes = [str(c) for c in arrays["classes"]]
     mlp = MLP(data["x_train"].shape[1], parse_hidden(p.dnn_hidden_units), len(classes), seed=ctx.seed)

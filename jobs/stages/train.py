@@ -71,7 +71,7 @@ def model_channels(spec: ModelSpec) -> int:
 def run(p: TrainStageParams, ctx: StageContext) -> dict:
     import torch
 
-    from jobs.data.files import load_arrays
+    from jobs.data.files import load_split
     from jobs.models.registry import count_params, use_weights_cache
     from jobs.training.loop import environment_summary, seed_everything
 
@@ -83,7 +83,7 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     ctx.log.info("determinism: cudnn.deterministic=%s cudnn.benchmark=%s deterministic_algorithms=%s",
                  torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
                  torch.are_deterministic_algorithms_enabled())
-    arrays = load_arrays(ctx.need(p.data_stage) / "split.npz", p.data_stage)
+    arrays = load_split(ctx, p.data_stage)
     data = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "classes"}
     classes = [str(c) for c in arrays["classes"]]
     model, summaries, meta = build(p, ctx, data["x_train"], len(classes))
@@ -202,7 +202,8 @@ def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
     import torch
 
     from jobs.models.registry import find_head
-    best = ctx.load_upstream(stage, "best.pt", lambda path: torch.load(path, map_location="cpu", weights_only=False))
+    from jobs.training.loop import BEST_CHECKPOINT
+    best = ctx.load_upstream(stage, BEST_CHECKPOINT, lambda path: torch.load(path, map_location="cpu", weights_only=False))
     state, own = best["model"], model.state_dict()
     head = find_head(model)[0] + "."
     skipped = [k for k, v in state.items() if k.startswith(head) and k in own and own[k].shape != v.shape]
@@ -212,7 +213,7 @@ def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
                          f"{missing[:5]}, unexpected {unexpected[:5]} (surgery that renames modules, like se, "
                          f"must not run before init_from)")
     ctx.log.info("init_from %s: %d tensors from %s%s", stage, len(state) - len(skipped),
-                 ctx.need(stage) / "best.pt", f"; head re-initialised ({', '.join(skipped)})" if skipped else "")
+                 ctx.need(stage) / BEST_CHECKPOINT, f"; head re-initialised ({', '.join(skipped)})" if skipped else "")
 
 
 def _fragment(ctx, p: TrainStageParams, run_state: dict, summaries: list[dict], mode: str, trainable: int,

@@ -19,6 +19,8 @@ from pipeline.state import atomic_path
 
 from jobs.training.params import TrainParams  # noqa: F401 - the loop's parameters, re-exported
 
+BEST_CHECKPOINT = "best.pt"    # the best epoch's weights and meta; evaluation and init_from read it
+
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]   # (uint8 batch, training) -> float input
 
 
@@ -239,7 +241,7 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
                                "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
-            save_atomic(ctx.out_dir / "best.pt", {"model": (best_model or model).state_dict(), "epoch": epoch,
+            save_atomic(ctx.out_dir / BEST_CHECKPOINT, {"model": (best_model or model).state_dict(), "epoch": epoch,
                                                   "val_acc": val["acc"], "meta": meta or {}})
         run["epoch"] = epoch
         stop = p.patience and epoch - run["best_epoch"] >= p.patience
