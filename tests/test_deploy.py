@@ -27,6 +27,7 @@ def overrides_for(root) -> list[str]:
             "stages.head.model.kwargs={depth: 4, img_size: 56, global_pool: avg}", "stages.head.resolution=56",
             "stages.head.resources.gpus=0", "stages.tensorrt.resources.gpus=0", "stages.head.epochs=30",
             "stages.head.batch_size=16", "stages.quantize.threads=2", "stages.benchmark.threads=2",
+            "stages.quantize.batch_size=2", "stages.benchmark.batch_size=2",  # torchao's int8 is slow on CPU
             "stages.quantize.val_limit=0", "stages.benchmark.val_limit=0"]
     for stage in ("download", "report"):
         out += [f"stages.{stage}.resources.cpus_per_task=1", f"stages.{stage}.resources.mem=2G"]

@@ -83,12 +83,17 @@ def _efficiency(results: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slurm
-def test_rendered_quickstart_runs_each_stage_as_its_own_step(slurm, tmp_path):
+def test_committed_quickstart_sbatch_runs_each_stage_as_its_own_step(slurm, tmp_path):
+    """`sbatch sbatch/quickstart.sbatch` from a checkout, as a user runs it: every stage in one
+    allocation, each its own job step. The checkout has no logs/ folder: the job creates it and
+    still logs there (SLURM itself would not create the folder of an --output path). The
+    committed file is the rendered one (tests/test_render.py keeps them in sync)."""
     root = _checkout(tmp_path)
-    overrides = [f"paths.{k}={tmp_path / k}" for k in ("results", "logs", "data", "cache")]
-    script = _render(root, "configs/quickstart.yaml", overrides)
-    proc = subprocess.run(["sbatch", "--parsable", "--wait", str(script)], cwd=root, capture_output=True,
-                          text=True, timeout=480)
+    shutil.copytree(REPO / "sbatch", root / "sbatch")
+    assert not (root / "logs").exists()
+    overrides = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
+    proc = subprocess.run(["sbatch", "--parsable", "--wait", "sbatch/quickstart.sbatch"], cwd=root,
+                          capture_output=True, text=True, timeout=480)
     job = proc.stdout.strip().split(";")[0]
     log = root / "logs" / f"quickstart-{job}.out"
     assert proc.returncode == 0, log.read_text() if log.exists() else proc.stderr
@@ -102,7 +107,7 @@ def test_rendered_quickstart_runs_each_stage_as_its_own_step(slurm, tmp_path):
     assert f"{job}.5" not in sacct
 
     _cli(root, "report", "-c", "configs/quickstart.yaml", *sets(overrides))
-    rows = _efficiency(tmp_path / "results")
+    rows = _efficiency(root / "results")
     assert list(rows) == STAGES
     assert {rows[s]["job_id"] for s in STAGES} == {job}
     assert [rows[s]["step_id"] for s in STAGES] == ["0", "1", "2", "3", "4"]

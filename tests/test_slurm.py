@@ -3,7 +3,6 @@ sacct accounting, failures and reconcile, the rendered whole-DAG sbatch file."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import subprocess
@@ -144,26 +143,6 @@ def test_failed_stage_leaves_dependents_never_run_and_reconcile_cancels(slurm, t
     rows = sacct_rows([ids["after"], ids["last"]])
     assert {r["state"].split()[0] for r in rows.values()} == {"CANCELLED"}
     assert "nothing to reconcile" in cli("reconcile", "-c", str(config), *overrides).stdout
-
-
-def test_committed_sbatch_runs_whole_dag_in_one_job(slurm, tmp_path):
-    """`sbatch sbatch/quickstart.sbatch` from a checkout: every stage in one allocation. The
-    checkout has no logs/ folder: the job creates it and still logs there (SLURM itself would
-    not create the folder of an --output path, and the job would leave no log anywhere)."""
-    for name in ("configs", "pipeline", "jobs", "sbatch", ".venv"):
-        (tmp_path / name).symlink_to(REPO / name)
-    assert not (tmp_path / "logs").exists()
-    proc = subprocess.run(["sbatch", "--parsable", "--wait", "sbatch/quickstart.sbatch"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=400)
-    job = proc.stdout.strip().split(";")[0]
-    log = (tmp_path / "logs" / f"quickstart-{job}.out").read_text()
-    assert proc.returncode == 0, log
-    results = tmp_path / "results" / "quickstart"
-    assert all((results / s / "_SUCCESS").exists() for s in STAGES)
-    assert {json.loads((results / s / "_SUCCESS").read_text())["job_id"] for s in STAGES} == {job}
-    assert json.loads((results / "evaluate" / "metrics.json").read_text())["test_acc"] >= 0.95
-    assert "Epoch 1/15 | Train Loss:" in log
-    assert sacct_rows([job])[job]["state"] == "COMPLETED"
 
 
 def test_every_committed_sbatch_passes_test_only(slurm):

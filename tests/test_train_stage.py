@@ -390,6 +390,7 @@ stages:
     epochs: 3
     batch_size: 32
     log_every: 100
+    sample_grid: true
   evaluate:
     kind: evaluate
     needs: [train, prepare]
@@ -425,6 +426,9 @@ def test_train_kind_resnet18_surgery_end_to_end_local(workspace):
     assert acct["epochs"] == 3 and acct["samples_per_epoch"] == 240 and acct["total_params"] == 11_178_051
     assert acct["trainable_params"] == acct["total_params"] and acct["precision"] == "fp32"
     assert (results / "train" / "curves.png").exists() and "resnet18" in (results / "train" / "report.md").read_text()
+    grid = results / "train" / "augmented_grid.png"        # 4x4 augmented training inputs, labelled
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "augmented_grid.png" in (results / "train" / "report.md").read_text()
+    assert "sample grid: 16 augmented training images" in log
     ev_log = next((logs / "evaluate").glob("*.log")).read_text()
     assert "SiLU inserted: 3" in ev_log                                       # evaluate rebuilt the surgery
     metrics = json.loads((results / "evaluate" / "metrics.json").read_text())

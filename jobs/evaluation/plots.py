@@ -1,4 +1,4 @@
-"""Figures: training curves and confusion matrices (matplotlib, headless)."""
+"""Figures: training curves, confusion matrices, sample grids (matplotlib, headless)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -108,6 +108,21 @@ def _plot_lowest_recall(ax, cm: np.ndarray, classes: list[str], top: int) -> Non
     ax.barh(range(len(worst)), 100 * recall[worst], color="tab:blue")
     ax.set_yticks(range(len(worst)), [classes[i] for i in worst], fontsize=8)
     ax.set(xlabel="recall (%)", xlim=(0, 100), title=f"{len(worst)} classes with the lowest recall")
+
+
+def plot_image_grid(images: np.ndarray, labels: list[str], path: Path, title: str, columns: int = 4) -> None:
+    """Images (N, H, W, C) or (N, H, W), floats in [0, 1], in a grid with one label each."""
+    plt = _plt()
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.1 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            image = images[i][..., 0] if images[i].ndim == 3 and images[i].shape[-1] == 1 else images[i]
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_title(labels[i], fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:

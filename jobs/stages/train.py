@@ -45,6 +45,8 @@ class TrainStageParams(TrainParams):
     normalize: Literal["imagenet", "dataset", "none"] = "imagenet"
     cache_features: bool = field(default=True, metadata={
         "help": "only the head trains, no augment/mixup/cutmix: backbone features once, then the head on them"})
+    sample_grid: bool = field(default=False, metadata={
+        "help": "write augmented_grid.png: 16 training images as the model sees them in training, with labels"})
     weights_stage: str = field(default="download", metadata={
         "help": "pretrained: imagenet: the upstream stage that staged the weights (its manifest is checked)"})
 
@@ -90,6 +92,8 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     meta["classes"] = classes
     prepare = make_transform(meta, p.augment, torch.Generator().manual_seed(ctx.seed + 1))
     log_transform(ctx, prepare, data)
+    if p.sample_grid:
+        write_sample_grid(ctx, meta, p.augment, data, classes)
     trainable, total = count_params(model)
     ctx.log.info("params: trainable %s of %s (%.1f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     run_state, mode = train_model(model, data, prepare, p, ctx, meta)
@@ -188,6 +192,27 @@ def log_transform(ctx: StageContext, prepare, data: dict) -> None:
                  tuple(out.shape), str(out.dtype).replace("torch.", ""))
 
 
+def write_sample_grid(ctx: StageContext, meta: dict, augment, data: dict, classes: list[str], n: int = 16) -> None:
+    """augmented_grid.png: the first n training images after the training transform (augmented,
+    then un-normalised for display), titled with their (relabelled) class. The transform has a
+    generator of its own, so drawing the grid leaves training's random numbers as they were."""
+    import torch
+
+    from jobs.evaluation.plots import plot_image_grid
+    grid_transform = make_transform(meta, augment, torch.Generator().manual_seed(ctx.seed + 2))
+    x, y = data["x_train"][:n], data["y_train"][:n].tolist()
+    with torch.no_grad():
+        shown = grid_transform(x, True)
+    mean = shown.new_tensor(grid_transform.mean).view(1, -1, 1, 1)
+    std = shown.new_tensor(grid_transform.std).view(1, -1, 1, 1)
+    images = (shown * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()      # (n, R, R, C)
+    labels = [f"{label}: {classes[label]}" for label in y]
+    plot_image_grid(images, labels, ctx.out_dir / "augmented_grid.png", f"{ctx.stage}: training inputs, augment "
+                    f"{list(augment) or 'none'} (label id: class)")
+    ctx.log.info("sample grid: %d augmented training images with their labels in %s", len(images),
+                 ctx.out_dir / "augmented_grid.png")
+
+
 def _log_pretrained(ctx: StageContext, spec: ModelSpec) -> None:
     reasons = {"none": "random init; no pretrained weights asked for, and none can be downloaded offline",
                "imagenet": "ImageNet weights from the local cache (TORCH_HOME / HF cache, staged by the "
@@ -220,7 +245,9 @@ def _fragment(ctx, p: TrainStageParams, run_state: dict, summaries: list[dict], 
               total: int) -> str:
     h = run_state["history"][-1]
     surgery = "; ".join(s["op"] for s in summaries) or "none"
-    return (f"### {ctx.stage}: training curves\n\n![curves](curves.png)\n\n"
+    grid = ("![augmented training images](augmented_grid.png)\n\n"
+            if (ctx.out_dir / "augmented_grid.png").exists() else "")
+    return (f"### {ctx.stage}: training curves\n\n![curves](curves.png)\n\n{grid}"
             f"`{p.model.name}` (pretrained: {p.model.pretrained}), surgery: {surgery}; trainable params "
             f"{trainable:,} of {total:,}; {mode.replace('_', ' ')}. Best val accuracy "
             f"{100 * run_state['best_acc']:.2f}% at epoch {run_state['best_epoch']} of {len(run_state['history'])}; "
