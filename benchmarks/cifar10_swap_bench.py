@@ -32,8 +32,8 @@ CONFIG = "configs/cifar10_activation_swap.yaml"
 
 def stage_real_batch(source: Path, data_dir: Path, seed: int = 0) -> dict:
     batch = read_pickle(source / "data_batch_1")
-    classes = [str(c) for c in read_pickle(source / "batches.meta")["label_names"]]
-    x, y = cifar_images([batch]), np.asarray(batch["labels"], dtype=np.int64)
+    classes = [c.decode() for c in read_pickle(source / "batches.meta")[b"label_names"]]
+    x, y = cifar_images([batch]), np.asarray(batch[b"labels"], dtype=np.int64)
     idx = stratified_split(y, {"train": 0.8, "test": 0.2}, seed)
     write_cifar10(data_dir / "cifar10" / "cifar-10-batches-py", x[idx["train"]], y[idx["train"]],
                   x[idx["test"]], y[idx["test"]], classes)
