@@ -205,6 +205,7 @@ stages:
     data_stage: prepare
     ensembles: [soft, val_weighted]
     tta: true
+    baseline: train_a
 """
 ROWS = ["train_a", "train_a+flip", "train_b", "train_b+flip", "ensemble_soft", "ensemble_soft+flip",
         "ensemble_val_weighted", "ensemble_val_weighted+flip"]
@@ -239,3 +240,29 @@ def test_two_models_ensembles_and_tta_on_digits_end_to_end_local(workspace):
     assert "| ensemble_val_weighted+flip | ensemble | yes |" in fragment and "flip TTA changed it by" in fragment
     with open(out / "ablation.csv") as f:
         assert [r["stage"] for r in csv.DictReader(f)] == ["train_a", "train_b"]
+    # train_b against the baseline train_a, on the same images, from the per-image predictions
+    vs = metrics["vs_baseline"]["train_b"]
+    assert vs["delta"] == pytest.approx(float(rows["train_b"]["accuracy"]) - float(rows["train_a"]["accuracy"]), abs=1e-4)
+    assert vs["only_model_right"] - vs["only_baseline_right"] == round(vs["delta"] * 269) and vs["n_images"] == 269
+    assert "#### Against `train_a` on the same test images" in fragment and "Next steps, from these numbers:" in fragment
+    gaps = json.loads((workspace["results"] / "ens" / "train_b" / "metrics.json").read_text())["train_val_gap"]
+    assert f"| 1 | {100 * json.loads((workspace['results'] / 'ens' / 'train_a' / 'metrics.json').read_text())['train_val_gap'][0]:+.1f} | {100 * gaps[0]:+.1f} |" in fragment
+
+
+def test_paired_difference_and_next_steps_follow_the_numbers():
+    from jobs.evaluation.compare import gap_table, next_steps, paired_difference
+    a = np.array([1, 1, 1, 0, 1, 0, 1, 1], bool)
+    b = np.array([1, 0, 1, 0, 1, 1, 0, 1], bool)
+    diff = paired_difference(a, b)
+    d = a.astype(float) - b.astype(float)
+    assert diff["delta"] == pytest.approx(0.125) and diff["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(8))
+    assert (diff["only_model_right"], diff["only_baseline_right"], diff["n_images"]) == (2, 1, 8)
+    curves = {"m": {"train_val_gap": [0.01, 0.12], "val_acc": [0.5, 0.6]},
+              "base": {"train_val_gap": [-0.03, 0.01], "val_acc": [0.4, 0.5]}}
+    steps = next_steps("m", "base", diff, curves)
+    assert "within 2 standard errors" in steps[0]                  # 12.5 points on 8 images is noise
+    assert "`m` overfits (train - val +12.0 points" in steps[1] and "`base` still improved" in steps[2]
+    clear = next_steps("m", "base", {"delta": 0.1, "se": 0.01}, {})
+    assert clear == ["`m` vs `base`: +10.00 points is beyond 2 standard errors: `m` is better here; "
+                     "confirm on the test split"]
+    assert gap_table(curves).splitlines()[2] == "| 1 | +1.0 | -3.0 |"

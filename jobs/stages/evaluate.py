@@ -51,11 +51,16 @@ class EvaluateParams:
     ensembles: list[Literal["soft", "val_weighted"]] = field(default_factory=list, metadata={
         "help": "ensembles over all model_stages: soft (mean probabilities), val_weighted (weights = val accuracy)"})
     tta: bool = field(default=False, metadata={"help": "also score each model and ensemble with horizontal-flip TTA"})
+    baseline: str = field(default="", metadata={
+        "help": "a model stage (a control) every other model is compared with on the same images: paired "
+                "difference, train - val gap per epoch, next steps; '' = none"})
 
     def __post_init__(self):
         twice = sorted({s for s in self.model_stages if self.model_stages.count(s) > 1})
         if twice:
             raise ConfigError("model_stages", f"{twice[0]!r} is listed twice; list each model stage once")
+        if self.baseline and self.baseline not in self.model_stages:
+            raise ConfigError("baseline", f"{self.baseline!r} is not one of model_stages {self.model_stages}")
         if self.ensembles and len(self.model_stages) < 2:
             raise ConfigError("ensembles", f"an ensemble needs at least 2 model_stages, got {self.model_stages}; "
                                            "list more model_stages or remove ensembles")
@@ -94,8 +99,37 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     ablation = [ablation_row(s, scores[s], models[s], costs[s]) for s in p.model_stages]
     write_csv(ctx.out_dir / "evaluation.csv", EVALUATION_COLUMNS, table)
     write_csv(ctx.out_dir / "ablation.csv", ABLATION_COLUMNS, ablation, {"accuracy": f"{p.split}_acc"})
-    atomic_write_text(ctx.out_dir / "report.md", fragment(ctx, p.split, table, ablation, scores[best], best))
-    return metrics(p.split, rows, scores, models, best)
+    compared, comparison = against_baseline(p, ctx, rows, y)
+    atomic_write_text(ctx.out_dir / "report.md",
+                      fragment(ctx, p.split, table, ablation, scores[best], best) + comparison)
+    return {**metrics(p.split, rows, scores, models, best), **({"vs_baseline": compared} if compared else {})}
+
+
+def against_baseline(p: EvaluateParams, ctx: StageContext, rows: list[Row], y: np.ndarray) -> tuple[dict, str]:
+    """Each plain model against `baseline` on the same images, and the report section ('' without one)."""
+    from jobs.evaluation.compare import gap_table, next_steps, paired_difference
+    if not p.baseline:
+        return {}, ""
+    correct = {r.name: r.probs.argmax(1) == y for r in rows if r.kind == "model" and not r.tta}
+    curves = {s: {k: ctx.upstream_metrics(s).get(k) for k in ("train_val_gap", "val_acc_per_epoch")}
+              for s in p.model_stages}
+    curves = {s: {"train_val_gap": c["train_val_gap"], "val_acc": c["val_acc_per_epoch"]} for s, c in curves.items()}
+    compared, lines = {}, [f"#### Against `{p.baseline}` on the same {p.split} images\n"]
+    for stage in (s for s in p.model_stages if s != p.baseline):
+        diff = paired_difference(correct[stage], correct[p.baseline])
+        compared[stage] = {**diff, "next_steps": next_steps(stage, p.baseline, diff, curves)}
+        lines.append(f"`{stage}` minus `{p.baseline}`: **{100 * diff['delta']:+.2f} points** of accuracy "
+                     f"(standard error {100 * diff['se']:.2f}; {diff['only_model_right']} images only `{stage}` "
+                     f"gets right, {diff['only_baseline_right']} only `{p.baseline}`, of {diff['n_images']}).\n")
+        ctx.log.info("%s vs %s: %+.2f points (SE %.2f)", stage, p.baseline, 100 * diff["delta"], 100 * diff["se"])
+    table = gap_table(curves)
+    if table:
+        lines.append("Train - val accuracy per epoch (above 0: the model fits its training images better than "
+                     "unseen ones; growing: overfitting; below 0 or flat near 0 while val still rises: "
+                     "underfitting):\n\n" + table + "\n")
+    steps = [s for c in compared.values() for s in c["next_steps"]]
+    lines.append("Next steps, from these numbers:\n\n" + "\n".join(f"- {s}" for s in dict.fromkeys(steps)) + "\n")
+    return compared, "\n" + "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------- probabilities

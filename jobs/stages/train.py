@@ -101,6 +101,8 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     _write_outputs(ctx, p, run_state, summaries, mode, trainable, total)
     _record(ctx, p, run_state, mode, len(data["y_train"]), trainable, total, meta["resolution"])
     return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
+            "val_acc_per_epoch": [round(h["val_acc"], 4) for h in history],
+            "train_val_gap": [round(h["train_acc"] - h["val_acc"], 4) for h in history],
             "early_stop_epoch": run_state.get("early_stop_epoch"), "trainable_params": trainable,
             "total_params": total, "probe_mode": mode}
 
