@@ -140,7 +140,7 @@ def _rows_from_csv(rows: list[dict], experiment: str) -> tuple[list[dict], str |
 
 
 def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | None) -> str:
-    out = [f"## {experiment}\n", _markdown_table(rows, summary_columns(rows)), ""]
+    out = [f"## {experiment}\n", _markdown_table(rows, summary_columns(rows)), "", _total_time(rows)]
     if sacct_why:
         out.append(f"SLURM accounting (sacct) columns are empty: {sacct_why}.\n")
     out += _accounting_notes(results, experiment, rows)
@@ -152,6 +152,15 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
         if fragment.exists():
             out.append(_relink(fragment.read_text(), f"{experiment}/{r['stage']}"))
     return "\n".join(out) + "\n"
+
+
+def _total_time(rows: list[dict]) -> str:
+    """The experiment's compute time: every stage's wall_s (all its attempts) added up."""
+    walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") not in (None, "")]
+    if not walls:
+        return ""
+    return (f"Total wall time of the stages: **{sum(walls):.1f} s** over {len(walls)} stages (every attempt; "
+            f"stages that ran side by side count each).\n")
 
 
 def summary_columns(rows: list[dict]) -> tuple[str, ...]:

@@ -266,3 +266,5 @@ def test_paired_difference_and_next_steps_follow_the_numbers():
     assert clear == ["`m` vs `base`: +10.00 points is beyond 2 standard errors: `m` is better here; "
                      "confirm on the test split"]
     assert gap_table(curves).splitlines()[2] == "| 1 | +1.0 | -3.0 |"
+    saturated = next_steps("m", "base", diff, {"m": {"train_val_gap": [0.0], "val_acc": [1.0]}})
+    assert "`m` reached 100.0% val accuracy" in saturated[1]

@@ -413,7 +413,7 @@ def test_train_kind_resnet18_surgery_end_to_end_local(workspace):
     assert ("transform train: uint8 (N,32,32,3) -> float32 (N,3,32,32), resize 32 (native), hflip(p=0.5), "
             "crop_pad(4), normalize imagenet") in log
     assert "transform val: uint8 (N,32,32,3) -> float32 (N,3,32,32), resize 32 (native), normalize imagenet" in log
-    assert "one batch: x (8, 32, 32, 3) uint8 -> input (8, 3, 32, 32) float32" in log
+    assert "one train batch: x (8, 32, 32, 3) uint8 -> input (8, 3, 32, 32) float32" in log
     assert "pretrained: none (random init" in log and "deterministic_algorithms=True" in log
     assert log.count("Epoch ") >= 3 and "Epoch 3/3 | Train Loss: " in log and "| Val Acc: " in log
     history = json.loads((results / "train" / "history.json").read_text())

@@ -10,6 +10,8 @@ import numpy as np
 # A last-epoch train - val accuracy gap above this reads as overfitting. 5 points: on the
 # fixture-to-CIFAR scale runs here, healthy runs end within 1-3 points (underfitting runs below 0).
 OVERFIT_GAP = 0.05
+# Val accuracy at or above this leaves nothing to compare (a fixture, or too few val images).
+SATURATED = 0.995
 # A difference within this many standard errors of 0 is not told apart from seed noise (~95%).
 NOISE_SE = 2.0
 
@@ -38,7 +40,10 @@ def next_steps(model: str, baseline: str, diff: dict, curves: dict[str, dict[str
         gap, val = curve.get("train_val_gap") or [], curve.get("val_acc") or []
         if not gap:
             continue
-        if gap[-1] > OVERFIT_GAP:
+        if val and val[-1] >= SATURATED:
+            steps.append(f"`{stage}` reached {100 * val[-1]:.1f}% val accuracy: these images no longer tell models "
+                         "apart; score a larger or harder split")
+        elif gap[-1] > OVERFIT_GAP:
             steps.append(f"`{stage}` overfits (train - val {100 * gap[-1]:+.1f} points at its last epoch): "
                          "stronger augmentation, more weight decay or early stopping")
         elif len(val) > 1 and val[-1] > max(val[:-1]):

@@ -88,7 +88,7 @@ def _as_spec(spec: ModelSpec | dict | str) -> ModelSpec:
 
 
 def create_model(spec: ModelSpec | dict | str, num_classes: int, log: logging.Logger | None = None,
-                 image_size: int | None = None) -> nn.Module:
+                 image_size: int | None = None, info: dict | None = None) -> nn.Module:
     """Build `spec.name` with a `num_classes` head. pretrained: `imagenet` (torchvision's DEFAULT
     weights from the torch hub cache, TORCH_HOME; timm's from the HF cache), `none`, or the path
     of a state_dict file (head weights are kept when their shape fits, else re-initialised).
@@ -110,7 +110,9 @@ def create_model(spec: ModelSpec | dict | str, num_classes: int, log: logging.Lo
     else:
         raise AssertionError(source)
     log.info("model %s (%s), pretrained: %s", spec.name, source, spec.pretrained)
-    replace_head(model, num_classes, log)
+    old_head, new_head = replace_head(model, num_classes, log)
+    if info is not None:              # what was built, for a caller's report
+        info.update(source=source, head=find_head(model)[0], old_head=old_head, new_head=new_head)
     if spec.pretrained not in ("imagenet", "none"):
         load_checkpoint(model, spec.pretrained, log)
     return model

@@ -151,7 +151,8 @@ def prepare(p: PrepareParams, ctx: StageContext) -> dict:
     sizes = {f"{s}_size": int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}
     ctx.log.info("%s: %d of %d classes, sizes %s, images %s %s", p.dataset, len(classes), len(all_classes), sizes,
                  arrays["x_train"].shape[1:], arrays["x_train"].dtype)
-    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, p, classes, sizes, source))
+    counts = {s: np.bincount(arrays[f"y_{s}"], minlength=len(classes)) for s in ("train", "val", "test")}
+    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, p, classes, sizes, source, counts, all_classes, id_map))
     ctx.record(total_samples=sum(sizes.values()))
     return {**sizes, "num_classes": len(classes), "dataset": p.dataset, "val_source": p.val,
             "image_shape": list(arrays["x_train"].shape[1:])}
@@ -167,11 +168,30 @@ def _write_outputs(ctx: StageContext, arrays: dict, classes: list[str], all_clas
                        {s: arrays[f"y_{s}"] for s in ("train", "val", "test")})
 
 
-def _fragment(ctx: StageContext, p: PrepareParams, classes: list[str], sizes: dict, source: str) -> str:
+def _fragment(ctx: StageContext, p: PrepareParams, classes: list[str], sizes: dict, source: str,
+              counts: dict[str, np.ndarray], all_classes: list[str], id_map: dict[int, int]) -> str:
     shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
     label = f", {p.label} labels" if p.dataset == "cifar100" else ""
     split = f" ({p.split})" if p.dataset == "emnist" else ""
     return (f"### {ctx.stage}: data\n\n`{p.dataset}`{split}{label}: {len(classes)} classes ({shown}); "
             f"train {sizes['train_size']}, val {sizes['val_size']}, test {sizes['test_size']} images.\n\n"
             f"Validation: {source}.\n\nClass counts per split: [class_counts.csv](class_counts.csv); label "
-            f"mapping: [class_map_ids.json](class_map_ids.json), [class_map_names.json](class_map_names.json).\n")
+            f"mapping: [class_map_ids.json](class_map_ids.json), [class_map_names.json](class_map_names.json).\n"
+            + _mapping_lines(all_classes, id_map, len(classes)) + _count_table(classes, counts))
+
+
+def _mapping_lines(all_classes: list[str], id_map: dict[int, int], shown: int, most: int = 20) -> str:
+    if shown > most:
+        return ""
+    by_id, by_name = mapping_tables(all_classes, id_map)
+    return f"\n`{{original_id: new_id}}` = `{by_id}`; `{{name: new_id}}` = `{by_name}`.\n"
+
+
+def _count_table(classes: list[str], counts: dict[str, np.ndarray], most: int = 20) -> str:
+    """Images per class and split, as a table, for label sets small enough to read (CSV otherwise)."""
+    if len(classes) > most:
+        return ""
+    rows = ["| id | class | " + " | ".join(counts) + " |", "|---|---|" + "---|" * len(counts)]
+    rows += [f"| {i} | {name} | " + " | ".join(str(int(c[i])) for c in counts.values()) + " |"
+             for i, name in enumerate(classes)]
+    return "\n" + "\n".join(rows) + "\n"

@@ -81,24 +81,26 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     if p.model.pretrained == "imagenet":
         check_staged_weights(ctx, p.weights_stage)
     seed_everything(ctx.seed, ctx.log)
-    ctx.log.info("environment: %s", environment_summary())
-    ctx.log.info("determinism: cudnn.deterministic=%s cudnn.benchmark=%s deterministic_algorithms=%s",
-                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-                 torch.are_deterministic_algorithms_enabled())
+    facts = {"environment": environment_summary(), "determinism": (
+        f"cudnn.deterministic={torch.backends.cudnn.deterministic} cudnn.benchmark={torch.backends.cudnn.benchmark} "
+        f"deterministic_algorithms={torch.are_deterministic_algorithms_enabled()}")}
+    ctx.log.info("environment: %s", facts["environment"])
+    ctx.log.info("determinism: %s", facts["determinism"])
     arrays = load_split(ctx, p.data_stage)
     data = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "classes"}
     classes = [str(c) for c in arrays["classes"]]
-    model, summaries, meta = build(p, ctx, data["x_train"], len(classes))
+    model, summaries, meta = build(p, ctx, data["x_train"], len(classes), facts)
     meta["classes"] = classes
     prepare = make_transform(meta, p.augment, torch.Generator().manual_seed(ctx.seed + 1))
-    log_transform(ctx, prepare, data)
+    facts["transforms"] = log_transform(ctx, prepare, data)
     if p.sample_grid:
         write_sample_grid(ctx, meta, p.augment, data, classes)
     trainable, total = count_params(model)
     ctx.log.info("params: trainable %s of %s (%.1f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     run_state, mode = train_model(model, data, prepare, p, ctx, meta)
     history = run_state["history"]
-    _write_outputs(ctx, p, run_state, summaries, mode, trainable, total)
+    facts.update(summaries=summaries, mode=mode, trainable=trainable, total=total, classes=classes)
+    _write_outputs(ctx, p, run_state, facts)
     _record(ctx, p, run_state, mode, len(data["y_train"]), trainable, total, meta["resolution"])
     return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
             "val_acc_per_epoch": [round(h["val_acc"], 4) for h in history],
@@ -129,13 +131,13 @@ def train_model(model, data: dict, prepare, p: TrainStageParams, ctx: StageConte
     return fit(model, data, prepare, p, ctx, meta=meta), FULL
 
 
-def _write_outputs(ctx: StageContext, p: TrainStageParams, run_state: dict, summaries: list[dict], mode: str,
-                   trainable: int, total: int) -> None:
+def _write_outputs(ctx: StageContext, p: TrainStageParams, run_state: dict, facts: dict) -> None:
     from jobs.evaluation.plots import plot_history
     history = run_state["history"]
     atomic_write_json(ctx.out_dir / "history.json", history)
     plot_history(history, ctx.out_dir / "curves.png", f"{ctx.experiment}/{ctx.stage}")
-    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, p, run_state, summaries, mode, trainable, total))
+    from jobs.training.report import train_fragment
+    atomic_write_text(ctx.out_dir / "report.md", train_fragment(ctx, p, run_state, facts))
 
 
 def _record(ctx: StageContext, p: TrainStageParams, run_state: dict, mode: str, n: int, trainable: int, total: int,
@@ -154,7 +156,7 @@ def _record(ctx: StageContext, p: TrainStageParams, run_state: dict, mode: str, 
         ctx.record(feature_seconds=run_state["feature_seconds"])
 
 
-def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int):
+def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int, facts: dict):
     """The model (weights, init_from, surgery), the surgery summaries and best.pt's meta."""
     from jobs.models.registry import create_model
     from jobs.models.surgery import apply_surgery
@@ -162,7 +164,8 @@ def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int):
     resolution = p.resolution or native
     channels = 3 if x_train.dim() == 4 else 1
     _log_pretrained(ctx, p.model)
-    model = create_model(p.model, num_classes, ctx.log, image_size=resolution)
+    facts["model"] = {}
+    model = create_model(p.model, num_classes, ctx.log, image_size=resolution, info=facts["model"])
     if p.init_from:
         _load_upstream_weights(ctx, model, p.init_from)
     summaries = apply_surgery(model, p.surgery, ctx.log)
@@ -184,14 +187,18 @@ def make_transform(meta: dict, augment, generator):
     return transform_from_meta(meta, augment, generator)
 
 
-def log_transform(ctx: StageContext, prepare, data: dict) -> None:
-    """The transform summary for train and val, and one batch's shape (val transform: it draws nothing)."""
-    ctx.log.info("transform %s", prepare.describe(True))
-    ctx.log.info("transform %s", prepare.describe(False))
-    xb = data["x_train"][:8]
-    out = prepare(xb, False)
-    ctx.log.info("one batch: x %s %s -> input %s %s", tuple(xb.shape), str(xb.dtype).replace("torch.", ""),
-                 tuple(out.shape), str(out.dtype).replace("torch.", ""))
+def log_transform(ctx: StageContext, prepare, data: dict) -> list[str]:
+    """The transform summary for train and val, and one batch's shape per split (val transform: it
+    draws nothing); the lines, also for the report."""
+    lines = [f"transform {prepare.describe(True)}", f"transform {prepare.describe(False)}"]
+    for split in ("train", "val"):
+        xb = data[f"x_{split}"][:8]
+        out = prepare(xb, False)
+        lines.append(f"one {split} batch: x {tuple(xb.shape)} {str(xb.dtype).replace('torch.', '')} -> input "
+                     f"{tuple(out.shape)} {str(out.dtype).replace('torch.', '')}")
+    for line in lines:
+        ctx.log.info("%s", line)
+    return lines
 
 
 def write_sample_grid(ctx: StageContext, meta: dict, augment, data: dict, classes: list[str], n: int = 16) -> None:
@@ -216,11 +223,8 @@ def write_sample_grid(ctx: StageContext, meta: dict, augment, data: dict, classe
 
 
 def _log_pretrained(ctx: StageContext, spec: ModelSpec) -> None:
-    reasons = {"none": "random init; no pretrained weights asked for, and none can be downloaded offline",
-               "imagenet": "ImageNet weights from the local cache (TORCH_HOME / HF cache, staged by the "
-                           "download stage; offline)"}
-    ctx.log.info("model %s, pretrained: %s (%s)", spec.name, spec.pretrained,
-                 reasons.get(spec.pretrained, "weights from a state_dict file"))
+    from jobs.training.report import pretrained_reason
+    ctx.log.info("model %s, pretrained: %s (%s)", spec.name, spec.pretrained, pretrained_reason(spec.pretrained))
 
 
 def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
@@ -241,16 +245,3 @@ def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
                          f"must not run before init_from)")
     ctx.log.info("init_from %s: %d tensors from %s%s", stage, len(state) - len(skipped),
                  ctx.need(stage) / BEST_CHECKPOINT, f"; head re-initialised ({', '.join(skipped)})" if skipped else "")
-
-
-def _fragment(ctx, p: TrainStageParams, run_state: dict, summaries: list[dict], mode: str, trainable: int,
-              total: int) -> str:
-    h = run_state["history"][-1]
-    surgery = "; ".join(s["op"] for s in summaries) or "none"
-    grid = ("![augmented training images](augmented_grid.png)\n\n"
-            if (ctx.out_dir / "augmented_grid.png").exists() else "")
-    return (f"### {ctx.stage}: training curves\n\n![curves](curves.png)\n\n{grid}"
-            f"`{p.model.name}` (pretrained: {p.model.pretrained}), surgery: {surgery}; trainable params "
-            f"{trainable:,} of {total:,}; {mode.replace('_', ' ')}. Best val accuracy "
-            f"{100 * run_state['best_acc']:.2f}% at epoch {run_state['best_epoch']} of {len(run_state['history'])}; "
-            f"last epoch train loss {h['train_loss']:.4f}.\n")
