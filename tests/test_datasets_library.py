@@ -241,7 +241,7 @@ def test_prepare_emnist_refuses_a_split_not_staged(tmp_path):
 
 
 def test_prepare_tinyimagenet_as_the_deploy_stages_read_it(tmp_path):
-    """What tinyimagenet_preprocess makes (N training images per class, the whole official val as
+    """What the deploy experiment's prepare stage makes (N training images per class, the whole official val as
     x_val/y_val, the first classes), through the generic kinds."""
     fixture = write_tiny_imagenet(tmp_path / "data" / "tinyimagenet", train_per_class=10, val_per_class=4)
     data_stages.download(data_stages.DownloadParams(dataset="tinyimagenet"), make_ctx(tmp_path, "download"))
