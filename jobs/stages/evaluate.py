@@ -111,9 +111,8 @@ def against_baseline(p: EvaluateParams, ctx: StageContext, rows: list[Row], y: n
     if not p.baseline:
         return {}, ""
     correct = {r.name: r.probs.argmax(1) == y for r in rows if r.kind == "model" and not r.tta}
-    curves = {s: {k: ctx.upstream_metrics(s).get(k) for k in ("train_val_gap", "val_acc_per_epoch")}
-              for s in p.model_stages}
-    curves = {s: {"train_val_gap": c["train_val_gap"], "val_acc": c["val_acc_per_epoch"]} for s, c in curves.items()}
+    done = {s: ctx.upstream_metrics(s) for s in p.model_stages}
+    curves = {s: {"train_val_gap": m.get("train_val_gap"), "val_acc": m.get("val_acc_per_epoch")} for s, m in done.items()}
     compared, lines = {}, [f"#### Against `{p.baseline}` on the same {p.split} images\n"]
     for stage in (s for s in p.model_stages if s != p.baseline):
         diff = paired_difference(correct[stage], correct[p.baseline])

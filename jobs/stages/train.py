@@ -75,15 +75,13 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
 
     from jobs.data.files import load_split
     from jobs.models.registry import count_params, use_weights_cache
-    from jobs.training.loop import environment_summary, seed_everything
+    from jobs.training.loop import determinism_flags, environment_summary, seed_everything
 
     use_weights_cache(ctx.cache_dir, offline=True)
     if p.model.pretrained == "imagenet":
         check_staged_weights(ctx, p.weights_stage)
     seed_everything(ctx.seed, ctx.log)
-    facts = {"environment": environment_summary(), "determinism": (
-        f"cudnn.deterministic={torch.backends.cudnn.deterministic} cudnn.benchmark={torch.backends.cudnn.benchmark} "
-        f"deterministic_algorithms={torch.are_deterministic_algorithms_enabled()}")}
+    facts = {"environment": environment_summary(), "determinism": determinism_flags()}
     ctx.log.info("environment: %s", facts["environment"])
     ctx.log.info("determinism: %s", facts["determinism"])
     arrays = load_split(ctx, p.data_stage)

@@ -35,6 +35,12 @@ def seed_everything(seed: int, log) -> None:
     log.info("seed %d; deterministic algorithms on (ops without a deterministic kernel warn in this log)", seed)
 
 
+def determinism_flags() -> str:
+    """The switches seed_everything sets, as they are now (for the log and the report)."""
+    return (f"cudnn.deterministic={torch.backends.cudnn.deterministic} cudnn.benchmark={torch.backends.cudnn.benchmark} "
+            f"deterministic_algorithms={torch.are_deterministic_algorithms_enabled()}")
+
+
 def device_name() -> str:
     """The GPU's name, else the CPU model from /proc/cpuinfo."""
     if torch.cuda.is_available():
