@@ -105,15 +105,20 @@ def test_numpy_mlp_trains_on_all_training_images_and_reports_test(tmp_path):
     written = write_cifar_like(tmp_path / "data" / "cifar10", n_train=500, n_test=100)
     prep = stage_data(tmp_path, "cifar10", val="test")
     ctx = make_ctx(tmp_path, "numpy_mlp", [prep])
-    params = scratch_stages.NumpyMLPParams(data_stage=prep, max_steps=200, eval_freq=100, batch_size=50,
-                                           learning_rate=0.01)
+    params = scratch_stages.NumpyMLPParams(data_stage=prep, max_steps=200, eval_freq=100, batch_size=50)
     metrics = scratch_stages.numpy_mlp_stage(params, ctx)
     assert ctx.accounting["samples_per_epoch"] == 500                # val: test keeps every training image
     assert ctx.accounting["trainable_params"] == 3072 * 100 + 100 + 100 * 10 + 10
     assert metrics["test_acc"] >= 0.5                                 # 10 coloured classes; chance is 0.1
-    # The test images are the official ones, standardised with the training set's statistics.
-    features = scratch_stages.cifar_features({k: written[k] for k in ("x_train", "y_train", "x_test", "y_test")})
-    assert features["x_test"].shape == (100, 3072) and abs(features["x_train"].mean()) < 1e-4
+    # The practical's preprocessing: pixel values minus the training set's mean image, no scaling.
+    raw = {k: written[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    features = scratch_stages.cifar_features(raw, "mean_image")
+    mean_image = raw["x_train"].reshape(500, -1).astype(np.float64).mean(0)
+    assert features["x_test"].shape == (100, 3072)
+    np.testing.assert_allclose(features["x_test"], raw["x_test"].reshape(100, -1) - mean_image, atol=1e-3)
+    assert abs(features["x_train"].mean()) < 1e-3 and features["x_train"].std() > 10      # pixel units, not [0, 1]
+    standardized = scratch_stages.cifar_features(raw, "standardize")
+    np.testing.assert_allclose(standardized["x_train"].std(0), 1.0, atol=1e-3)
 
 
 def test_scratch_experiment_on_slurm(slurm, workspace):
@@ -122,7 +127,6 @@ def test_scratch_experiment_on_slurm(slurm, workspace):
     overrides = workspace["overrides"] + [
         "stages.scratch_cnn.epochs=5",
         "stages.numpy_mlp.max_steps=300", "stages.numpy_mlp.eval_freq=100", "stages.numpy_mlp.batch_size=100",
-        "stages.numpy_mlp.learning_rate=0.01",
         "resources.cpus_per_task=2", "resources.mem=2G", "stages.report.resources.mem=1G",
     ]
     proc = cli("submit", "all", "-c", "configs/scratch.yaml", "--executor", "slurm", *sets(overrides))

@@ -58,6 +58,8 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 SPLIT_FILE = "split.npz"      # what a `prepare` stage writes: uint8 images, labels, class names
+PROBS_FILE = "probs.npz"      # class probabilities (N, K) per split of a stage that scores itself (numpy_mlp);
+                              # evaluate's `scored_stages` read it
 
 
 def load_split(ctx, stage: str) -> dict[str, np.ndarray]:

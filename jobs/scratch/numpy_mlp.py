@@ -9,10 +9,18 @@ import time
 import numpy as np
 
 
+INITS = ("normal", "he")
+
+
 class Linear:
-    def __init__(self, in_features: int, out_features: int, rng: np.random.Generator, dtype=np.float32):
-        # Kaiming (He) init: the layer feeds an ELU, which behaves like ReLU for x > 0.
-        weight = rng.normal(0, np.sqrt(2 / in_features), (in_features, out_features))
+    def __init__(self, in_features: int, out_features: int, rng: np.random.Generator, dtype=np.float32,
+                 init: str = "he", weight_std: float = 1e-4):
+        # normal: N(0, weight_std^2), the practical's template (1e-4); he: N(0, 2 / fan_in), Kaiming
+        # init, for a layer that feeds an ELU (ReLU-like for x > 0). Biases start at zero either way.
+        if init not in INITS:
+            raise ValueError(f"init: got {init!r}; valid choices: {', '.join(INITS)}")
+        std = weight_std if init == "normal" else np.sqrt(2 / in_features)
+        weight = rng.normal(0, std, (in_features, out_features))
         self.params = {"weight": weight.astype(dtype), "bias": np.zeros(out_features, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
@@ -62,12 +70,13 @@ class CrossEntropy:
 
 
 class MLP:
-    def __init__(self, n_inputs: int, n_hidden: list[int], n_classes: int, seed: int = 0, dtype=np.float32):
+    def __init__(self, n_inputs: int, n_hidden: list[int], n_classes: int, seed: int = 0, dtype=np.float32,
+                 init: str = "he", weight_std: float = 1e-4):
         rng = np.random.default_rng(seed)
         sizes = [n_inputs, *n_hidden, n_classes]
         self.layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            self.layers.append(Linear(a, b, rng, dtype))
+            self.layers.append(Linear(a, b, rng, dtype, init, weight_std))
             self.layers.append(ELU() if i < len(sizes) - 2 else SoftMax())
 
     def forward(self, x):
@@ -100,14 +109,19 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def train_mlp(mlp: MLP, data: dict[str, np.ndarray], learning_rate: float, max_steps: int, batch_size: int,
               eval_freq: int, seed: int, log) -> list[dict]:
-    """Mini-batch SGD; every eval_freq steps (and at the end) loss and accuracy on the test set."""
+    """Mini-batch SGD; every eval_freq steps (and at the end) loss and accuracy on the test set.
+    Batches are consecutive slices of a shuffled pass, reshuffled when a pass runs out, as the
+    practical's DataSet.next_batch draws them (no image twice before all were seen once)."""
     rng = np.random.default_rng(seed)
     x, y = data["x_train"], data["y_train"]
     n_classes = mlp.linear_layers()[-1].params["bias"].shape[0]
     eye = np.eye(n_classes, dtype=x.dtype)
     loss_fn, history, started = CrossEntropy(), [], time.perf_counter()
+    order = np.empty(0, dtype=np.int64)
     for step in range(1, max_steps + 1):
-        idx = rng.integers(0, len(y), batch_size)
+        if len(order) < batch_size:
+            order = np.concatenate([order, rng.permutation(len(y))])
+        idx, order = order[:batch_size], order[batch_size:]
         probs = mlp.forward(x[idx])
         loss = loss_fn.forward(probs, eye[y[idx]])
         mlp.backward(loss_fn.backward(probs, eye[y[idx]]))

@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.registry import ConfigError, StageContext, UpstreamError, register
 from pipeline.state import atomic_path, atomic_write_text
 
-from jobs.data.files import load_split
+from jobs.data.files import PROBS_FILE, load_split
 
 EVALUATION_COLUMNS = ("row", "kind", "tta", "accuracy", "macro_precision", "macro_recall", "macro_f1", "n_images",
                       "trainable_params", "epochs_x_samples", "wall_s")
@@ -45,6 +45,9 @@ FLIP = "+flip"
 class EvaluateParams:
     model_stages: list[str] = field(default_factory=lambda: ["train"], metadata={
         "help": "upstream stages whose best.pt is scored (each must be in `needs`)"})
+    scored_stages: list[str] = field(default_factory=list, metadata={
+        "help": "upstream stages that wrote their own class probabilities (probs.npz: numpy_mlp), scored "
+                "here on the same split beside the model stages; not in ensembles or TTA"})
     data_stage: str = "preprocess"
     batch_size: int = field(default=256, metadata={"min": 1})
     split: Literal["test", "val"] = field(default="test", metadata={"help": "the split scored"})
@@ -56,9 +59,11 @@ class EvaluateParams:
                 "difference, train - val gap per epoch, next steps; '' = none"})
 
     def __post_init__(self):
-        twice = sorted({s for s in self.model_stages if self.model_stages.count(s) > 1})
+        listed = self.model_stages + self.scored_stages
+        twice = sorted({s for s in listed if listed.count(s) > 1})
         if twice:
-            raise ConfigError("model_stages", f"{twice[0]!r} is listed twice; list each model stage once")
+            raise ConfigError("model_stages", f"{twice[0]!r} is listed twice (model_stages, scored_stages); "
+                                              "list each stage once")
         if self.baseline and self.baseline not in self.model_stages:
             raise ConfigError("baseline", f"{self.baseline!r} is not one of model_stages {self.model_stages}")
         if self.ensembles and len(self.model_stages) < 2:
@@ -90,13 +95,14 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     for row in rows:
         scores[row.name] = score(row.probs, y, classes)
         write_row_files(ctx, p.split, row.name, scores[row.name], classes)
-    best = max(p.model_stages, key=lambda s: models[s]["val_acc"])
+    stages = p.model_stages + p.scored_stages
+    best = max(stages, key=lambda s: models[s]["val_acc"])
     for name in ROW_FILES:
         with atomic_path(ctx.out_dir / name) as tmp:             # a killed stage leaves no half copy
             shutil.copyfile(ctx.out_dir / "models" / best / name, tmp)
-    costs = {s: training_cost(ctx, s) for s in p.model_stages}
+    costs = {s: training_cost(ctx, s) for s in stages}
     table = [evaluation_row(row, scores[row.name], costs) for row in rows]
-    ablation = [ablation_row(s, scores[s], models[s], costs[s]) for s in p.model_stages]
+    ablation = [ablation_row(s, scores[s], models[s], costs[s]) for s in stages]
     write_csv(ctx.out_dir / "evaluation.csv", EVALUATION_COLUMNS, table)
     write_csv(ctx.out_dir / "ablation.csv", ABLATION_COLUMNS, ablation, {"accuracy": f"{p.split}_acc"})
     compared, comparison = against_baseline(p, ctx, rows, y)
@@ -157,6 +163,11 @@ def model_rows(p: EvaluateParams, ctx: StageContext, arrays: dict, classes: list
             models[stage]["val_acc_measured"] = accuracy(val_probs, arrays["y_val"])
             images += 0 if p.split == "val" else len(arrays["y_val"])
         model.cpu()                                               # frees the device for the next model
+    for stage in p.scored_stages:
+        probs = ctx.load_upstream(stage, PROBS_FILE, np.load)
+        rows.append(Row(stage, "model", False, [stage], probs[p.split]))
+        val_acc = accuracy(probs["val"], arrays["y_val"])
+        models[stage] = {"val_acc": val_acc, "best_epoch": 0, "regime": "", "val_acc_measured": val_acc}
     ctx.record(total_samples=images)
     return rows, models
 

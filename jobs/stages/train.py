@@ -42,7 +42,9 @@ class TrainStageParams(TrainParams):
         "min": 0.0, "max": 180.0, "help": "augment rotate: angle drawn uniformly in +-this many degrees"})
     crop_area: list[float] = field(default_factory=lambda: [0.35, 1.0], metadata={
         "help": "augment resized_crop: [min, max] share of the image's area kept, then resized back"})
-    normalize: Literal["imagenet", "dataset", "none"] = "imagenet"
+    normalize: Literal["imagenet", "dataset", "mean_image", "none"] = field(default="imagenet", metadata={
+        "help": "imagenet / dataset: per-channel mean and std; mean_image: pixels 0..255 minus the training "
+                "set's mean image (the MLP practical's preprocessing; needs resolution 0); none: [0, 1]"})
     cache_features: bool = field(default=True, metadata={
         "help": "only the head trains, no augment/mixup/cutmix: backbone features once, then the head on them"})
     sample_grid: bool = field(default=False, metadata={
@@ -99,7 +101,8 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     history = run_state["history"]
     facts.update(summaries=summaries, mode=mode, trainable=trainable, total=total, classes=classes)
     _write_outputs(ctx, p, run_state, facts)
-    _record(ctx, p, run_state, mode, len(data["y_train"]), trainable, total, meta["resolution"])
+    per_epoch = p.steps_per_epoch * p.batch_size or len(data["y_train"])    # samples one epoch draws
+    _record(ctx, p, run_state, mode, per_epoch, trainable, total, meta["resolution"])
     return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
             "val_acc_per_epoch": [round(h["val_acc"], 4) for h in history],
             "train_val_gap": [round(h["train_acc"] - h["val_acc"], 4) for h in history],
@@ -177,6 +180,9 @@ def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int, fac
     if p.normalize == "dataset":
         from jobs.training.transforms import channel_stats
         meta["mean"], meta["std"] = channel_stats(x_train, meta["model_channels"])
+    elif p.normalize == "mean_image":
+        from jobs.training.transforms import mean_image
+        meta["mean"] = mean_image(x_train, meta["model_channels"])
     return model, summaries, meta
 
 

@@ -77,7 +77,9 @@ def resolve_device(requested: str) -> torch.device:
 
 def make_optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
     if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=True)
+        # Nesterov needs momentum; momentum 0 is plain SGD, w -= lr * (grad + weight_decay * w).
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
+                               nesterov=p.momentum > 0)
     if p.optimizer == "adam":   # L2 added to the gradient (coupled), unlike AdamW's decoupled decay
         return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
     return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
@@ -105,6 +107,26 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None):
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+def epoch_batches(n: int, p: TrainParams, generator: torch.Generator):
+    """One training epoch's index batches: a shuffled pass over the n images, or with
+    steps_per_epoch, that many full batches from successive shuffled passes (each epoch starts
+    a fresh pass; what is left of the last one is not carried over, so an epoch is a function
+    of the generator's state alone and resume stays exact)."""
+    if not p.steps_per_epoch:
+        yield from batches(n, p.batch_size, generator)
+        return
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(p.steps_per_epoch):
+        if len(order) < p.batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        yield order[:p.batch_size]
+        order = order[p.batch_size:]
+
+
+def steps_in_epoch(n: int, p: TrainParams) -> int:
+    return p.steps_per_epoch or math.ceil(n / p.batch_size)
 
 
 def autocast(device: torch.device, p: TrainParams):
@@ -167,9 +189,9 @@ def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p
     train_mode(model)
     loss_fn = make_loss(p)
     total_loss, correct, seen = 0.0, 0, 0
-    steps = math.ceil(len(y) / p.batch_size)
+    steps = steps_in_epoch(len(y), p)
     started = time.perf_counter()
-    for step, idx in enumerate(batches(len(y), p.batch_size, generator), 1):
+    for step, idx in enumerate(epoch_batches(len(y), p, generator), 1):
         inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=True)
         inputs, targets_a, targets_b, lam = mix_batch(inputs, targets, p, generator)
         targets = targets_a if lam >= 0.5 else targets_b             # train acc: against the dominant target
@@ -229,7 +251,7 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
     if p.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [q for q in (trainable if trainable is not None else model.parameters()) if q.requires_grad]
-    steps_per_epoch = math.ceil(len(data["y_train"]) / p.batch_size)
+    steps_per_epoch = steps_in_epoch(len(data["y_train"]), p)
     opt = make_optimizer(params, p)
     sched = make_scheduler(opt, p, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=p.amp and p.amp_dtype == "fp16" and device.type == "cuda")

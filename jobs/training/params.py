@@ -10,6 +10,10 @@ from typing import Literal
 class TrainParams:
     epochs: int = field(default=10, metadata={"min": 1})
     batch_size: int = field(default=64, metadata={"min": 1})
+    steps_per_epoch: int = field(default=0, metadata={
+        "min": 0, "help": "0 = an epoch is one pass over the training set; N = an epoch is N optimizer steps "
+                          "(validation after each), for step-counted recipes: 1400 steps, eval every 100 = "
+                          "epochs 14, steps_per_epoch 100"})
     optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = field(default=1e-3, metadata={"min": 0.0})
     weight_decay: float = field(default=1e-4, metadata={"min": 0.0})

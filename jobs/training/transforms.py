@@ -14,7 +14,8 @@ import torch.nn.functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("crop_pad", "hflip", "color_jitter", "rotate", "resized_crop")
-NORMALIZATIONS = ("imagenet", "dataset", "none")
+NORMALIZATIONS = ("imagenet", "dataset", "mean_image", "none")
+PIXEL_SCALE = 255.0           # mean_image works in pixel units, as the practical's cifar10_utils
 CROP_PAD = 4                  # pixels, the CIFAR recipe (He et al. 2016)
 JITTER = 0.4                  # brightness/contrast/saturation factor in [1 - 0.4, 1 + 0.4], torchvision's usual
 ROTATE_DEG = 15.0                 # default angle limit of rotate, in degrees either way
@@ -28,6 +29,16 @@ def channel_stats(x: torch.Tensor, model_channels: int, limit: int = 10_000) -> 
     model's channel conversion; from the first `limit` images (normalise: dataset)."""
     sample = _to_channels(_as_nchw(x[:limit]), model_channels)
     return sample.mean(dim=(0, 2, 3)).tolist(), sample.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+
+
+def mean_image(x: torch.Tensor, model_channels: int, chunk: int = 5_000) -> list:
+    """The training set's mean image (C, H, W) in [0, 1], after the model's channel conversion,
+    summed in chunks (a whole CIFAR training set as float would be 600 MB). normalize: mean_image."""
+    total = None
+    for start in range(0, len(x), chunk):
+        part = _to_channels(_as_nchw(x[start:start + chunk]), model_channels).double().sum(0)
+        total = part if total is None else total + part
+    return (total / len(x)).float().tolist()
 
 
 def _as_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +82,14 @@ class BatchTransform:
                 mean, std = (sum(mean) / 3,), (sum(std) / 3,)
         elif normalize == "none":
             mean, std = (0.0,) * model_channels, (1.0,) * model_channels
+        elif normalize == "mean_image":
+            # The practical's preprocessing: pixels (0..255) minus the training set's mean image, no scaling.
+            self.mean_image = torch.tensor(mean, dtype=torch.float32)           # (C, H, W) in [0, 1]
+            if tuple(self.mean_image.shape) != (model_channels, self.resolution, self.resolution):
+                raise ValueError(f"normalize: mean_image is {tuple(self.mean_image.shape)}, the input is "
+                                 f"({model_channels}, {self.resolution}, {self.resolution}); it needs the native "
+                                 f"resolution (resolution: 0)")
+            mean, std = self.mean_image.mean(dim=(1, 2)).tolist(), (1 / PIXEL_SCALE,) * model_channels
         elif mean is None or std is None:
             raise ValueError("normalize: dataset needs the training set's mean and std (channel_stats)")
         self.mean, self.std = tuple(mean), tuple(std)
@@ -92,6 +111,8 @@ class BatchTransform:
         for name in augment:
             if name not in GEOMETRIC:
                 x = getattr(self, f"_{name}")(x)
+        if self.normalize == "mean_image":
+            return (x - self.mean_image.to(x.device)) * PIXEL_SCALE
         mean = x.new_tensor(self.mean).view(1, -1, 1, 1)
         std = x.new_tensor(self.std).view(1, -1, 1, 1)
         return (x - mean) / std
@@ -109,7 +130,8 @@ class BatchTransform:
         steps.append(f"{resize} with {', '.join(warp)} in one resampling" if warp else resize)
         if training:
             steps += [self._describe_aug(a) for a in self.augment if a not in GEOMETRIC]
-        stats = "" if self.normalize == "none" else \
+        stats = " (pixels 0..255 minus the training mean image, no scaling)" if self.normalize == "mean_image" else \
+            "" if self.normalize == "none" else \
             f" mean ({', '.join(f'{m:.3f}' for m in self.mean)}) std ({', '.join(f'{s:.3f}' for s in self.std)})"
         steps.append(f"normalize {self.normalize}{stats}")
         return f"{'train' if training else 'val'}: " + ", ".join(steps)
