@@ -113,8 +113,15 @@ def test_se_blocks_resnet18(resnet18_62, log):
     widths = [64, 64, 128, 128, 256, 256, 512, 512]          # two BasicBlocks per stage
     assert summary["count"] == 8
     assert summary["params_added"] == sum(se_params(c, 16) for c in widths) == 89_080
-    assert summary["at"][0] == "layer1.0.bn2" and isinstance(model.layer1[0].bn2[1], SqueezeExcite)
+    assert summary["at"][0] == "layer1.0.bn2.se" and isinstance(model.layer1[0].bn2.se, SqueezeExcite)
+    assert "layer1.0.bn2.0.weight" in model.state_dict()          # the BN keeps its key (ImageNet weights fit)
     assert model.eval()(X32).shape == (2, 62)
+    # `*.se` in a freeze list trains every SE wherever it is: here with layer4 and the head.
+    report = freeze(model, ["layer4", "fc", "*.se"], log)
+    trained = {n for n, q in model.named_parameters() if q.requires_grad}
+    assert all(".se." in n or n.startswith(("layer4.", "fc.")) for n in trained)
+    assert {n for n in trained if ".se." in n and not n.startswith("layer4.")}     # SE outside layer4 trains too
+    assert report["trainable"] == sum(q.numel() for n, q in model.named_parameters() if n in trained)
 
 
 def test_se_gate_is_a_channel_gate():

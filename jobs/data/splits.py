@@ -59,8 +59,8 @@ def relabel(x: np.ndarray, y: np.ndarray, id_map: dict[int, int]) -> tuple[np.nd
 @dataclass
 class SplitPlan:
     val_fraction: float = 0.1
-    val: str = "split"              # "split" | "test"
-    test_fraction: float = 0.15     # only for data sets without a held-out split
+    val: str = "split"              # "split" | "test" | "pooled"
+    test_fraction: float = 0.15     # for data sets without a held-out split, and for val: pooled
     train_per_class: int = 0        # caps on each split's images per class; 0 = all
     val_per_class: int = 0
     test_per_class: int = 0
@@ -78,20 +78,32 @@ class SplitPlan:
     def describe(self, held_out: str) -> str:
         """One sentence for the log and the report: where val and test come from, and the caps."""
         test = held_out or f"a seeded, stratified {100 * self.test_fraction:g}% of the data (no official test split)"
+        if self.val == "pooled":
+            return (f"train, val, test = a seeded, stratified {100 * (1 - self.val_fraction - self.test_fraction):g}/"
+                    f"{100 * self.val_fraction:g}/{100 * self.test_fraction:g}% split of all the release's images "
+                    f"(its own train/test division is not kept)" + self._caps_text())
         if self.val == "test":
             where = (f"val = test = {test}: the official held-out split is used as validation, so model "
                      f"selection sees the test images")
         else:
             where = f"val = a seeded, stratified {100 * self.val_fraction:g}% of the training set; test = {test}"
+        return where + self._caps_text()
+
+    def _caps_text(self) -> str:
         caps = ", ".join(f"{split} {n}" for split, n in self.caps().items())
-        return where + (f"; images per class capped at {caps} (a seeded random subset)" if caps else "")
+        return f"; images per class capped at {caps} (a seeded random subset)" if caps else ""
 
 
 def split_arrays(data: dict[str, np.ndarray], plan: SplitPlan, seed: int) -> dict[str, np.ndarray]:
     """x_/y_ train, val and test from x_train/y_train (+ x_test/y_test when the release has one)."""
     x, y = data["x_train"], data["y_train"]
     out = {}
-    if "x_test" in data:
+    if plan.val == "pooled":      # every image of the release in one pool, then train/val/test from it
+        if "x_test" in data:
+            x, y = np.concatenate([x, data["x_test"]]), np.concatenate([y, data["y_test"]])
+        fractions = {"train": 1 - plan.val_fraction - plan.test_fraction, "val": plan.val_fraction,
+                     "test": plan.test_fraction}
+    elif "x_test" in data:
         out["x_test"], out["y_test"] = data["x_test"], data["y_test"]
         fractions = {"train": 1.0} if plan.val == "test" else {"train": 1 - plan.val_fraction, "val": plan.val_fraction}
     elif plan.val == "test":

@@ -6,9 +6,11 @@ state_dict keys (`layer4.*` -> `layer4.0.*`, `bn2.*` -> `bn2.0.*`).
 """
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import logging
 import re
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -85,11 +87,15 @@ def freeze(model: nn.Module, regime: str | list[str], log: logging.Logger | None
 
 
 def _under(name: str, prefix: str) -> bool:
+    """`name` is the module `prefix` or inside it; a prefix with * or ? is an fnmatch pattern on
+    module names (`*.se`: every SE module, wherever it is)."""
+    if any(c in prefix for c in "*?["):
+        return fnmatch.fnmatchcase(name, prefix) or fnmatch.fnmatchcase(name, prefix + ".*")
     return not prefix or name == prefix or name.startswith(prefix + ".")
 
 
-def _join(parent: str, child: str) -> str:
-    return f"{parent}.{child}" if parent else child
+def _join(parent: str, *children: str) -> str:
+    return ".".join([parent, *children] if parent else children)
 
 
 # --- replace_activation --------------------------------------------------------------------------
@@ -186,16 +192,16 @@ def add_se(model: nn.Module, reduction: int = 16, where: str = "features", log: 
     if where == "features":
         path = last_stage(model)
         channels = _out_channels(model.get_submodule(path), path)
-        _set(model, path, nn.Sequential(model.get_submodule(path), SqueezeExcite(channels, reduction)))
-        places = [(path, channels)]
+        _set(model, path, _with_se(model.get_submodule(path), SqueezeExcite(channels, reduction)))
+        places = [(_join(path, "se"), channels)]
     elif where == "blocks":
         places = []
         for path, block in list(model.named_modules()):
             bn_name = next((n for n in ("bn3", "bn2") if isinstance(getattr(block, n, None), nn.BatchNorm2d)), None)
             if bn_name and hasattr(block, "conv1") and hasattr(block, "downsample"):   # a residual block
                 bn = getattr(block, bn_name)
-                setattr(block, bn_name, nn.Sequential(bn, SqueezeExcite(bn.num_features, reduction)))
-                places.append((_join(path, bn_name), bn.num_features))
+                setattr(block, bn_name, _with_se(bn, SqueezeExcite(bn.num_features, reduction)))
+                places.append((_join(path, bn_name, "se"), bn.num_features))
         if not places:
             raise ValueError(f"se where=blocks: no residual blocks (BasicBlock/Bottleneck with bn2/bn3) in "
                              f"{type(model).__name__}; use where: features")
@@ -207,6 +213,13 @@ def add_se(model: nn.Module, reduction: int = 16, where: str = "features", log: 
              f"{after - before:,}")
     return {"where": where, "reduction": reduction, "count": len(places), "at": [p for p, _ in places],
             "params_before": before, "params_after": after, "params_added": after - before}
+
+
+def _with_se(module: nn.Module, se: SqueezeExcite) -> nn.Sequential:
+    """Sequential(module as `0`, SE as `se`): the wrapped module's weights keep their keys
+    (`bn3.0.weight`, as nn.Sequential(bn, se) would name them) and every SE is `<path>.se`, so
+    `freeze: [layer4, fc, "*.se"]` trains all of them."""
+    return nn.Sequential(OrderedDict([("0", module), ("se", se)]))
 
 
 def _out_channels(stage: nn.Module, path: str) -> int:

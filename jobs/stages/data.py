@@ -105,8 +105,9 @@ class PrepareParams:
         "help": "CIFAR-100: the 100 fine classes or the 20 coarse superclasses"})
     val_fraction: float = field(default=0.1, metadata={
         "min": 0.01, "max": 0.5, "help": "share of the training set held out for validation (val: split)"})
-    val: Literal["split", "test"] = field(default="split", metadata={
-        "help": "split: hold out val_fraction of train; test: the official test split is the validation set"})
+    val: Literal["split", "test", "pooled"] = field(default="split", metadata={
+        "help": "split: hold out val_fraction of train; test: the official test split is the validation set; "
+                "pooled: train and test pooled, then split by val_fraction and test_fraction (CIFAR-10 80/10/10)"})
     classes: list[str] = field(default_factory=list, metadata={
         "help": "keep these classes (names), relabelled 0..k-1 in this order; empty = all"})
     max_classes: int = field(default=0, metadata={
@@ -118,7 +119,8 @@ class PrepareParams:
     test_per_class: int = field(default=0, metadata={
         "min": 0, "help": "at most N test images per class (with val: test, also val); 0 = all"})
     test_fraction: float = field(default=0.15, metadata={
-        "min": 0.01, "max": 0.5, "help": "held out as test where the release has no test split (digits)"})
+        "min": 0.01, "max": 0.5, "help": "held out as test where the release has no test split (digits), "
+                                         "and with val: pooled"})
     channels: Literal["keep", "grey"] = field(default="keep", metadata={
         "help": "grey: RGB -> one luminance channel (N, H, W), for models that take greyscale input"})
     root: str = field(default="", metadata={"help": ROOT_HELP})

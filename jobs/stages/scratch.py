@@ -1,5 +1,6 @@
 """Stage kinds for the from-scratch networks: scratch_cnn (hand-written gradients, no autograd)
-and numpy_mlp (pure NumPy). Both read an upstream `prepare` stage's split.npz (`data_stage`)."""
+and numpy_mlp (pure NumPy), which read an upstream `prepare` stage's split.npz (`data_stage`), and
+layernorm_check (the hand-written LayerNorms against torch.nn.LayerNorm; no data)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -151,3 +152,40 @@ def cifar_features(raw: dict, preprocess: str = "standardize") -> dict[str, np.n
 def _curves(ctx, history, held_out: str, x: str, plot_history) -> None:
     atomic_write_json(ctx.out_dir / "history.json", history)
     plot_history(history, ctx.out_dir / "curves.png", f"{ctx.experiment}/{ctx.stage}", x=x, held_out=held_out)
+
+
+@dataclass
+class LayerNormCheckParams:
+    rows: int = field(default=256, metadata={"min": 1, "help": "input rows (N)"})
+    features: int = field(default=512, metadata={"min": 2, "help": "normalised features (D)"})
+    repeats: int = field(default=20, metadata={"min": 1, "help": "timed forward + backward calls per implementation"})
+
+
+@register("layernorm_check", LayerNormCheckParams)
+def layernorm_check_stage(p: LayerNormCheckParams, ctx: StageContext) -> dict:
+    """The two hand-written LayerNorms (jobs/scratch/layernorm.py) against torch.nn.LayerNorm and
+    each other on the same inputs: output and gradient differences, gradcheck, time per call."""
+    from jobs.scratch.layernorm import compare_layernorms
+    table = compare_layernorms(p.rows, p.features, ctx.seed, p.repeats)
+    columns = ["implementation", "max_diff_out_fp32", "max_diff_grad_x_fp32", "max_diff_out_fp64",
+               "max_diff_grad_x_fp64", "max_diff_grad_gamma_fp64", "max_diff_vs_autograd_fp64", "gradcheck_fp64",
+               "fwd_bwd_ms"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in table]
+    for r in table:
+        ctx.log.info("%s: max |diff| vs torch.nn.LayerNorm out %.2e grad_x %.2e (fp64), gradcheck %s, %.3f ms",
+                     r["implementation"], r["max_diff_out_fp64"], r["max_diff_grad_x_fp64"], r["gradcheck_fp64"],
+                     r["fwd_bwd_ms"])
+    atomic_write_json(ctx.out_dir / "layernorm.json", table)
+    atomic_write_text(ctx.out_dir / "report.md", f"### {ctx.stage}: LayerNorm, three ways\n\n"
+                      f"Input ({p.rows}, {p.features}), N(1, 3^2) entries, random gamma and beta, one upstream "
+                      f"gradient for all. Differences are the largest absolute difference from "
+                      f"torch.nn.LayerNorm (last column but two: from LayerNormAutograd); time is the median "
+                      f"float32 forward + backward of {p.repeats} calls on {ctx.device}.\n\n" + "\n".join(lines) + "\n")
+    worst = max(max(v for k, v in r.items() if k.startswith("max_diff") and k.endswith("fp64")) for r in table)
+    return {"max_diff_fp64": worst, "gradcheck": all(r["gradcheck_fp64"] for r in table),
+            "fwd_bwd_ms": {r["implementation"]: r["fwd_bwd_ms"] for r in table}}
+
+
+def _cell(value) -> str:
+    return f"{value:.2e}" if isinstance(value, float) and not isinstance(value, bool) and value < 0.01 else str(value)
