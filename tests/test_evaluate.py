@@ -159,8 +159,12 @@ def test_load_trained_reads_old_checkpoints_and_names_a_broken_one(tmp_path):
 
 # ---------------------------------------------------------------------------------------- config
 def test_an_ensemble_of_one_model_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"needs at least 2 model_stages, got \['train'\]"):
+    with pytest.raises(ConfigError, match=r"needs at least 2 members, got \['train'\]"):
         EvaluateParams(model_stages=["train"], ensembles=["soft"])
+    with pytest.raises(ConfigError, match=r"needs at least 2 members, got \['a'\]"):
+        EvaluateParams(model_stages=["a", "b"], members=["a"], ensembles=["soft"])
+    with pytest.raises(ConfigError, match="'c' is not one of model_stages"):
+        EvaluateParams(model_stages=["a", "b"], members=["a", "c"], ensembles=["soft"])
     with pytest.raises(ConfigError, match="'a' is listed twice"):
         EvaluateParams(model_stages=["a", "a"])
     assert EvaluateParams(model_stages=["a", "b"], ensembles=["soft", "val_weighted"], tta=True).split == "test"

@@ -243,7 +243,11 @@ def stage_imagenet_weights(name: str, cache_dir: Path, local_file: str = "",
     create_model(pretrained=imagenet) finds them offline; returns the staged files."""
     log = log or _LOG
     use_weights_cache(cache_dir, offline=False)
-    source = _resolve_source(name)
+    # `timm:efficientnet_b0` names the library where torchvision has a model of the same name.
+    source, _, name = name.rpartition(":") if ":" in name else ("", "", name)
+    if source and source not in ("torchvision", "timm"):
+        raise ValueError(f"models: {source!r} in {source}:{name}; valid prefixes: torchvision:, timm:")
+    source = source or _resolve_source(name)
     if source == "project":
         raise ValueError(f"models: {name!r} is a project net: it has no ImageNet weights; remove it from `models:`")
     if source == "timm":

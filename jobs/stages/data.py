@@ -38,7 +38,7 @@ class DownloadParams:
         "help": "also check already staged files against the release's md5s (MNIST, CIFAR)"})
     models: list[str] = field(default_factory=list, metadata={
         "help": "models whose ImageNet weights are staged in <paths.cache> (torchvision: hub/checkpoints, timm: "
-                "huggingface/) for `pretrained: imagenet` offline"})
+                "huggingface/) for `pretrained: imagenet` offline; `timm:NAME` where torchvision has NAME too"})
     weights_files: dict[str, str] = field(default_factory=dict, metadata={
         "help": "{model: local file} staged instead of downloading (torchvision models, under torchvision's own "
                 "file name; for timm set the train stage's model.pretrained to the file)"})

@@ -34,7 +34,7 @@ from pipeline.state import atomic_path, atomic_write_text
 from jobs.data.files import PROBS_FILE, load_split
 
 EVALUATION_COLUMNS = ("row", "kind", "tta", "accuracy", "macro_precision", "macro_recall", "macro_f1", "n_images",
-                      "trainable_params", "epochs_x_samples", "wall_s")
+                      "trainable_params", "epochs_x_samples", "wall_s", "gpu_hours", "cpu_hours")
 ABLATION_COLUMNS = ("stage", "regime", "accuracy", "macro_f1", "trainable_params_m", "epochs", "samples_per_epoch",
                     "epochs_x_samples", "early_stop_epoch", "device", "wall_s")
 ROW_FILES = ("confusion_matrix.csv", "per_class.csv", "confusion.png", "classification_report.txt")
@@ -52,7 +52,15 @@ class EvaluateParams:
     batch_size: int = field(default=256, metadata={"min": 1})
     split: Literal["test", "val"] = field(default="test", metadata={"help": "the split scored"})
     ensembles: list[Literal["soft", "val_weighted"]] = field(default_factory=list, metadata={
-        "help": "ensembles over all model_stages: soft (mean probabilities), val_weighted (weights = val accuracy)"})
+        "help": "ensembles over `members`: soft (mean probabilities), val_weighted (weights = val accuracy)"})
+    members: list[str] = field(default_factory=list, metadata={
+        "help": "the model stages the ensembles combine; empty = all model_stages"})
+    labels: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "row -> what it is (e.g. 'Level 1: ResNet-50, head only'): the report's summary table lists "
+                "these rows in this order with their cost; empty = no summary table"})
+    per_class: list[str] = field(default_factory=list, metadata={
+        "help": "rows whose per-class precision/recall/F1 table, hardest and easiest classes go into the "
+                "report; empty = the best model's"})
     tta: bool = field(default=False, metadata={"help": "also score each model and ensemble with horizontal-flip TTA"})
     baseline: str = field(default="", metadata={
         "help": "a model stage (a control) every other model is compared with on the same images: paired "
@@ -66,9 +74,16 @@ class EvaluateParams:
                                               "list each stage once")
         if self.baseline and self.baseline not in self.model_stages:
             raise ConfigError("baseline", f"{self.baseline!r} is not one of model_stages {self.model_stages}")
-        if self.ensembles and len(self.model_stages) < 2:
-            raise ConfigError("ensembles", f"an ensemble needs at least 2 model_stages, got {self.model_stages}; "
-                                           "list more model_stages or remove ensembles")
+        outside = [m for m in self.members if m not in self.model_stages]
+        if outside:
+            raise ConfigError("members", f"{outside[0]!r} is not one of model_stages {self.model_stages}")
+        if self.ensembles and len(self.ensemble_members) < 2:
+            raise ConfigError("ensembles", f"an ensemble needs at least 2 members, got {self.ensemble_members}; "
+                                           "list more model_stages (or members) or remove ensembles")
+
+    @property
+    def ensemble_members(self) -> list[str]:
+        return self.members or self.model_stages
 
 
 @dataclass
@@ -107,7 +122,8 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     write_csv(ctx.out_dir / "ablation.csv", ABLATION_COLUMNS, ablation, {"accuracy": f"{p.split}_acc"})
     compared, comparison = against_baseline(p, ctx, rows, y)
     atomic_write_text(ctx.out_dir / "report.md",
-                      fragment(ctx, p.split, table, ablation, scores[best], best) + comparison)
+                      fragment(ctx, p.split, table, ablation, scores[best], best) + summary_table(p, table)
+                      + per_class_section(p.per_class or [best], scores, classes, p.split) + comparison)
     return {**metrics(p.split, rows, scores, models, best), **({"vs_baseline": compared} if compared else {})}
 
 
@@ -182,25 +198,25 @@ def check_classes(stage: str, meta: dict, classes: list[str], data_stage: str) -
 
 
 def ensemble_rows(p: EvaluateParams, ctx: StageContext, rows: list[Row], models: dict) -> list[Row]:
-    """One row per ensemble over all model stages, and its +flip twin over the members' TTA rows."""
+    """One row per ensemble over its members, and its +flip twin over the members' TTA rows."""
     from jobs.evaluation.metrics import soft_vote, val_weighted_vote, val_weights
     by_name = {row.name: row for row in rows}
-    val_accs = [models[s].get("val_acc_measured", 0.0) for s in p.model_stages]
+    members = p.ensemble_members
+    val_accs = [models[s].get("val_acc_measured", 0.0) for s in members]
     if "val_weighted" in p.ensembles:
         ctx.log.info("val_weighted ensemble weights (val accuracy measured here, normalised): %s",
-                     ", ".join(f"{s} {w:.4f}" for s, w in zip(p.model_stages, val_weights(val_accs))))
+                     ", ".join(f"{s} {w:.4f}" for s, w in zip(members, val_weights(val_accs))))
         if p.split == "val":
             ctx.log.warning("val_weighted on split val: its weights come from the split it is scored on")
     out = []
     for kind in dict.fromkeys(p.ensembles):                       # a kind listed twice makes one row
         for suffix in ("", FLIP) if p.tta else ("",):
-            members = [by_name[s + suffix].probs for s in p.model_stages]
+            probs = [by_name[s + suffix].probs for s in members]
             if kind == "soft":
-                out.append(Row(f"ensemble_soft{suffix}", "ensemble", bool(suffix), list(p.model_stages),
-                               soft_vote(members)))
+                out.append(Row(f"ensemble_soft{suffix}", "ensemble", bool(suffix), list(members), soft_vote(probs)))
             else:
-                out.append(Row(f"ensemble_val_weighted{suffix}", "ensemble", bool(suffix), list(p.model_stages),
-                               val_weighted_vote(members, val_accs), val_weights(val_accs).round(6).tolist()))
+                out.append(Row(f"ensemble_val_weighted{suffix}", "ensemble", bool(suffix), list(members),
+                               val_weighted_vote(probs, val_accs), val_weights(val_accs).round(6).tolist()))
     return out
 
 
@@ -250,7 +266,18 @@ def training_cost(ctx: StageContext, stage: str) -> dict:
     epochs, samples = acct.get("epochs"), acct.get("samples_per_epoch")
     return {"trainable_params": acct.get("trainable_params"), "epochs": epochs, "samples_per_epoch": samples,
             "epochs_x_samples": epochs * samples if epochs and samples else None, "device": acct.get("device"),
-            "wall_s": acct.get("wall_s"), "early_stop_epoch": done.get("early_stop_epoch")}
+            "wall_s": acct.get("wall_s"), "early_stop_epoch": done.get("early_stop_epoch"),
+            **device_hours(acct)}
+
+
+def device_hours(acct: dict) -> dict:
+    """Wall time x the devices it held: GPU-hours on a GPU (num_devices), CPU-hours otherwise (cpus)."""
+    wall, gpu = acct.get("wall_s"), acct.get("device") == "cuda"
+    count = acct.get("num_devices") if gpu else acct.get("cpus")
+    if not wall or not count:
+        return {"gpu_hours": None, "cpu_hours": None}
+    hours = round(wall * count / 3600, 4)
+    return {"gpu_hours": hours if gpu else None, "cpu_hours": None if gpu else hours}
 
 
 def evaluation_row(row: Row, s: dict, costs: dict) -> dict:
@@ -261,7 +288,8 @@ def evaluation_row(row: Row, s: dict, costs: dict) -> dict:
     return {"row": row.name, "kind": row.kind, "tta": "yes" if row.tta else "no",
             **{k: round(s[k], 4) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")},
             "n_images": s["n_images"], "trainable_params": total("trainable_params"),
-            "epochs_x_samples": total("epochs_x_samples"), "wall_s": total("wall_s")}
+            "epochs_x_samples": total("epochs_x_samples"), "wall_s": total("wall_s"),
+            "gpu_hours": total("gpu_hours"), "cpu_hours": total("cpu_hours")}
 
 
 def ablation_row(stage: str, s: dict, model: dict, cost: dict) -> dict:
@@ -303,6 +331,48 @@ def fragment(ctx, split: str, table: list[dict], ablation: list[dict], top: dict
             "![confusion matrix](confusion.png)\n\nPer class: [per_class.csv](per_class.csv); "
             "matrix: [confusion_matrix.csv](confusion_matrix.csv); every row: [evaluation.csv](evaluation.csv); "
             "models: [ablation.csv](ablation.csv).\n")
+
+
+SUMMARY_COLUMNS = ("accuracy", "trainable_params", "epochs_x_samples", "wall_s", "gpu_hours", "cpu_hours")
+
+
+def summary_table(p: EvaluateParams, table: list[dict]) -> str:
+    """The rows named in `labels`, in that order, with what each is and what it cost ('' without labels)."""
+    if not p.labels:
+        return ""
+    by_row = {r["row"]: r for r in table}
+    unknown = [name for name in p.labels if name not in by_row]
+    if unknown:
+        raise ValueError(f"evaluate labels: {unknown[0]!r} is not a scored row; rows: {', '.join(by_row)}")
+    head = ["row", "approach", f"{p.split} accuracy", "trainable params", "epochs x samples", "wall s",
+            "GPU-hours", "CPU-hours"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, label in p.labels.items():
+        r = by_row[name]
+        cells = [f"{100 * r['accuracy']:.2f}%"] + ["" if r[c] is None else f"{r[c]:,}" if isinstance(r[c], int)
+                                                   else str(r[c]) for c in SUMMARY_COLUMNS[1:]]
+        lines.append(f"| `{name}` | {label} | " + " | ".join(cells) + " |")
+    return "\n#### Summary\n\n" + "\n".join(lines) + "\n"
+
+
+def per_class_section(names: list[str], scores: dict, classes: list[str], split: str, most: int = 20) -> str:
+    """Per row: the hardest and easiest classes by F1, and (up to `most` classes) the per-class table."""
+    out = []
+    for name in names:
+        if name not in scores:
+            raise ValueError(f"evaluate per_class: {name!r} is not a scored row; rows: {', '.join(scores)}")
+        pc = scores[name]["per_class"]
+        order = sorted(range(len(classes)), key=lambda i: (pc["f1"][i], classes[i]))
+        hard, easy = order[0], order[-1]
+        out.append(f"\n#### Per class: `{name}` ({split} split)\n\nHardest class: **{classes[hard]}** (F1 "
+                   f"{pc['f1'][hard]:.3f}, recall {pc['recall'][hard]:.3f}); easiest: **{classes[easy]}** "
+                   f"(F1 {pc['f1'][easy]:.3f}, recall {pc['recall'][easy]:.3f}).\n")
+        if len(classes) <= most:
+            rows = ["| id | class | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
+            rows += [f"| {i} | {c} | {pc['precision'][i]:.3f} | {pc['recall'][i]:.3f} | {pc['f1'][i]:.3f} | "
+                     f"{int(pc['support'][i])} |" for i, c in enumerate(classes)]
+            out.append("\n".join(rows) + "\n")
+    return "".join(out)
 
 
 def effect_sentence(table: list[dict], split: str) -> str:

@@ -167,9 +167,16 @@ def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int, fac
     _log_pretrained(ctx, p.model)
     facts["model"] = {}
     model = create_model(p.model, num_classes, ctx.log, image_size=resolution, info=facts["model"])
-    if p.init_from:
-        _load_upstream_weights(ctx, model, p.init_from)
+    upstream = _read_upstream_best(ctx, p.init_from) if p.init_from else None
+    # An upstream model built with the same structural surgery (se, replace_activation) has those
+    # modules' weights too: load it after the surgery. Otherwise before, into the plain network.
+    after = upstream is not None and _structural(p.surgery) and \
+        _structural(upstream.get("meta", {}).get("surgery", [])) == _structural(p.surgery)
+    if upstream is not None and not after:
+        _load_upstream_weights(ctx, model, p.init_from, upstream)
     summaries = apply_surgery(model, p.surgery, ctx.log)
+    if after:
+        _load_upstream_weights(ctx, model, p.init_from, upstream)
     for s in summaries:
         ctx.log.info("surgery %s: %s", s["op"], {k: v for k, v in s.items() if k not in ("op", "replaced")})
     spec = {**asdict(p.model), "pretrained": "none"}     # best.pt holds every weight; rebuild needs none
@@ -231,21 +238,31 @@ def _log_pretrained(ctx: StageContext, spec: ModelSpec) -> None:
     ctx.log.info("model %s, pretrained: %s (%s)", spec.name, spec.pretrained, pretrained_reason(spec.pretrained))
 
 
-def _load_upstream_weights(ctx: StageContext, model, stage: str) -> None:
-    """An upstream best.pt into the fresh model, before surgery; the head is kept at random init
-    when its shape differs (another number of classes)."""
+def _structural(surgery: list[dict]) -> list[dict]:
+    """The steps that add or replace modules (every step but freeze)."""
+    return [step for step in surgery if "freeze" not in step]
+
+
+def _read_upstream_best(ctx: StageContext, stage: str) -> dict:
     import torch
 
+    from jobs.training.loop import BEST_CHECKPOINT
+    return ctx.load_upstream(stage, BEST_CHECKPOINT, lambda path: torch.load(path, map_location="cpu",
+                                                                             weights_only=False))
+
+
+def _load_upstream_weights(ctx: StageContext, model, stage: str, best: dict) -> None:
+    """An upstream best.pt into the model (see build for before or after surgery); the head is
+    kept at random init when its shape differs (another number of classes)."""
     from jobs.models.registry import find_head
     from jobs.training.loop import BEST_CHECKPOINT
-    best = ctx.load_upstream(stage, BEST_CHECKPOINT, lambda path: torch.load(path, map_location="cpu", weights_only=False))
     state, own = best["model"], model.state_dict()
     head = find_head(model)[0] + "."
     skipped = [k for k, v in state.items() if k.startswith(head) and k in own and own[k].shape != v.shape]
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     if unexpected or any(k not in skipped for k in missing):
         raise ValueError(f"init_from {stage}: best.pt does not fit model {type(model).__name__}: missing "
-                         f"{missing[:5]}, unexpected {unexpected[:5]} (surgery that renames modules, like se, "
-                         f"must not run before init_from)")
+                         f"{missing[:5]}, unexpected {unexpected[:5]} (init_from loads after surgery only when "
+                         f"{stage!r} had the same se/replace_activation steps)")
     ctx.log.info("init_from %s: %d tensors from %s%s", stage, len(state) - len(skipped),
                  ctx.need(stage) / BEST_CHECKPOINT, f"; head re-initialised ({', '.join(skipped)})" if skipped else "")
