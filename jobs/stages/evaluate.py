@@ -282,14 +282,14 @@ def device_hours(acct: dict) -> dict:
 
 def evaluation_row(row: Row, s: dict, costs: dict) -> dict:
     """One line of evaluation.csv; an ensemble's cost columns are its members' sum (it trains them all)."""
-    def total(key: str):
+    def total(key: str, digits: int = 2):
         values = [costs[m][key] for m in row.members]
-        return None if None in values else round(sum(values), 2)
+        return None if None in values else round(sum(values), digits)
     return {"row": row.name, "kind": row.kind, "tta": "yes" if row.tta else "no",
             **{k: round(s[k], 4) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")},
             "n_images": s["n_images"], "trainable_params": total("trainable_params"),
             "epochs_x_samples": total("epochs_x_samples"), "wall_s": total("wall_s"),
-            "gpu_hours": total("gpu_hours"), "cpu_hours": total("cpu_hours")}
+            "gpu_hours": total("gpu_hours", 4), "cpu_hours": total("cpu_hours", 4)}
 
 
 def ablation_row(stage: str, s: dict, model: dict, cost: dict) -> dict:

@@ -176,6 +176,8 @@ def build(p: TrainStageParams, ctx: StageContext, x_train, num_classes: int, fac
         _load_upstream_weights(ctx, model, p.init_from, upstream)
     summaries = apply_surgery(model, p.surgery, ctx.log)
     if after:
+        ctx.log.info("init_from %s after the surgery: it was trained with the same se/replace_activation steps",
+                     p.init_from)
         _load_upstream_weights(ctx, model, p.init_from, upstream)
     for s in summaries:
         ctx.log.info("surgery %s: %s", s["op"], {k: v for k, v in s.items() if k not in ("op", "replaced")})
