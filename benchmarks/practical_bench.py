@@ -7,7 +7,7 @@ The folder holds one CIFAR-10 training batch (data_batch_1 + batches.meta). It i
 seeded and stratified, 8,000/2,000 and written in the official layout (the 2,000 as test_batch);
 the DAG then runs unchanged (its 90/10 train/val split of the 8,000), locally, on the CPU. Every
 recipe is the config's, except the ConvNet's length: it runs as many 100-step epochs as fit in
---convnet-minutes, from a measured time per step (0 = leave the ConvNet out).
+--convnet-minutes, from a measured time per step.
 """
 from __future__ import annotations
 
@@ -49,25 +49,22 @@ def seconds_per_convnet_step(batch_size: int = 32, steps: int = 5) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", type=Path, help="folder with CIFAR-10's data_batch_1 and batches.meta")
-    ap.add_argument("--convnet-minutes", type=float, default=20.0)
+    ap.add_argument("--convnet-minutes", type=float, default=20.0, help="time for the ConvNet (> 0)")
     args = ap.parse_args()
+    if args.convnet_minutes <= 0:
+        sys.exit("--convnet-minutes must be > 0")
     if not (args.folder / "data_batch_1").exists():
         sys.exit(f"no data_batch_1 in {args.folder}: pass the folder of real CIFAR-10 images "
                  f"(../shared/datasets/cifar10-train-10k on the project's machines)")
     work = Path(tempfile.mkdtemp(prefix="practical-bench-"))
     sizes = stage_real_batch(args.folder, work / "data")
     sets = [f"paths.{k}={work / k}" for k in ("data", "results", "logs", "cache")]
-    models = list(MLPS)
-    convnet_epochs, step_s = 0, None
-    if args.convnet_minutes > 0:
-        step_s = seconds_per_convnet_step()
-        eval_s = 800 * step_s / 32 / 3                  # 800 val images, forward only: about a third of a step each
-        convnet_epochs = max(1, int(60 * args.convnet_minutes / (STEPS_PER_EPOCH * step_s + eval_s)))
-        sets += [f"stages.convnet.epochs={convnet_epochs}", f"stages.convnet.steps_per_epoch={STEPS_PER_EPOCH}",
-                 "stages.convnet.resources.gpus=0"]
-        models.append("convnet")
-    sets += [f"stages.evaluate.model_stages=[{','.join(models)}]",
-             f"stages.evaluate.needs=[prepare,numpy_mlp,{','.join(models)}]"]
+    models = [*MLPS, "convnet"]
+    step_s = seconds_per_convnet_step()
+    eval_s = 800 * step_s / 32 / 3                      # 800 val images, forward only: about a third of a step each
+    convnet_epochs = max(1, int(60 * args.convnet_minutes / (STEPS_PER_EPOCH * step_s + eval_s)))
+    sets += [f"stages.convnet.epochs={convnet_epochs}", f"stages.convnet.steps_per_epoch={STEPS_PER_EPOCH}",
+             "stages.convnet.resources.gpus=0"]
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline", "submit", "evaluate", "layernorm", "-c", CONFIG,
                     "--executor", "local", *[a for s in sets for a in ("--set", s)]],

@@ -74,12 +74,23 @@ class EvaluateParams:
                                               "list each stage once")
         if self.baseline and self.baseline not in self.model_stages:
             raise ConfigError("baseline", f"{self.baseline!r} is not one of model_stages {self.model_stages}")
+        rows = self.row_names()
+        unknown = [name for name in list(self.labels) + self.per_class if name not in rows]
+        if unknown:
+            raise ConfigError("labels" if unknown[0] in self.labels else "per_class",
+                              f"{unknown[0]!r} is not a row this stage scores; rows: {', '.join(rows)}")
         outside = [m for m in self.members if m not in self.model_stages]
         if outside:
             raise ConfigError("members", f"{outside[0]!r} is not one of model_stages {self.model_stages}")
         if self.ensembles and len(self.ensemble_members) < 2:
             raise ConfigError("ensembles", f"an ensemble needs at least 2 members, got {self.ensemble_members}; "
                                            "list more model_stages (or members) or remove ensembles")
+
+    def row_names(self) -> list[str]:
+        """The rows this stage will score, in order (see the module docstring)."""
+        flips = ("", FLIP) if self.tta else ("",)
+        rows = [s + f for s in self.model_stages for f in flips] + list(self.scored_stages)
+        return rows + [f"ensemble_{kind}{f}" for kind in dict.fromkeys(self.ensembles) for f in flips]
 
     @property
     def ensemble_members(self) -> list[str]:
@@ -341,9 +352,6 @@ def summary_table(p: EvaluateParams, table: list[dict]) -> str:
     if not p.labels:
         return ""
     by_row = {r["row"]: r for r in table}
-    unknown = [name for name in p.labels if name not in by_row]
-    if unknown:
-        raise ValueError(f"evaluate labels: {unknown[0]!r} is not a scored row; rows: {', '.join(by_row)}")
     head = ["row", "approach", f"{p.split} accuracy", "trainable params", "epochs x samples", "wall s",
             "GPU-hours", "CPU-hours"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -359,8 +367,6 @@ def per_class_section(names: list[str], scores: dict, classes: list[str], split:
     """Per row: the hardest and easiest classes by F1, and (up to `most` classes) the per-class table."""
     out = []
     for name in names:
-        if name not in scores:
-            raise ValueError(f"evaluate per_class: {name!r} is not a scored row; rows: {', '.join(scores)}")
         pc = scores[name]["per_class"]
         order = sorted(range(len(classes)), key=lambda i: (pc["f1"][i], classes[i]))
         hard, easy = order[0], order[-1]
