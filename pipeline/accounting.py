@@ -21,7 +21,7 @@ METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "mac
 COLUMNS = (
     "experiment", "stage", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
     "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
-    "trainable_params", "total_params", "wall_s", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
+    "trainable_params", "total_params", "wall_s", "gpu_hours", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
     *METRIC_COLUMNS, "seed", "config_hash", "git_rev",
     "started_at", "finished_at", "sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_totalcpu_s",
     "sacct_cpu_eff", "sacct_maxrss_task_mb", "sacct_maxrss_step_mb",
@@ -39,6 +39,14 @@ REQUEUED_STATES = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "NODE
 SACCT_FIELDS = ("JobID", "JobName", "State", "Elapsed", "TotalCPU", "MaxRSS", "AllocCPUS", "NodeList",
                 "Partition", "NTasks")
 _SIZE_UNITS = {"": 1 / 2**20, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
+
+
+def gpu_hours(record: dict) -> float | None:
+    """Wall time (every attempt) x the GPUs it held, in hours; None for CPU stages."""
+    wall, gpus = record.get("wall_s"), record.get("num_devices")
+    if record.get("device") != "cuda" or not wall or not gpus:
+        return None
+    return round(float(wall) * int(gpus) / 3600, 4)
 
 
 def parse_duration(text: str) -> float | None:

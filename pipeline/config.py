@@ -35,8 +35,21 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 class Resources:
     partition: Optional[str] = field(default=None, metadata={"help": "SLURM partition (default: cluster's)"})
     time: str = field(default="00:30:00", metadata={"help": f"time limit, as sbatch reads it: {TIME_FORMS}"})
-    gpus: int = field(default=0, metadata={"min": 0})
+    gpus: int = field(default=0, metadata={"min": 0, "help": "GPUs per node; with several, one task (process) each"})
     cpus_per_task: int = field(default=1, metadata={"min": 1})
+    nodes: int = field(default=1, metadata={"min": 1, "help": "nodes; the stage runs nodes x tasks-per-node "
+                                                              "processes, joined in one process group"})
+    tasks: int = field(default=1, metadata={"min": 1, "help": "processes per node on CPU nodes (gpus: 0); "
+                                                              "with gpus > 0 it is one per GPU"})
+
+    @property
+    def tasks_per_node(self) -> int:
+        return self.gpus or self.tasks
+
+    @property
+    def world_size(self) -> int:
+        """Processes the stage runs as (the process group's size); 1 = a plain process."""
+        return self.nodes * self.tasks_per_node
     mem: str = field(default="2G", metadata={"help": "memory per node, e.g. 4G or 512M"})
     constraint: Optional[str] = None
     account: Optional[str] = None
@@ -201,6 +214,9 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     params = build(registered.params, {k: v for k, v in spec.items() if k not in reserved}, key)
     resources = build(Resources, {**to_dict(base), **head.resources}, f"{key}.resources")
     _check_resources(resources, f"{key}.resources")
+    if resources.world_size > 1 and not registered.several_processes:
+        raise ConfigError(f"{key}.resources", f"nodes x tasks (one task per GPU) = {resources.world_size} processes, "
+                          f"but kind {kind!r} runs as one process; set nodes: 1, tasks: 1 and at most 1 GPU")
     return Stage(name, kind, head.needs, params, resources, head.setup, registered.module)
 
 
@@ -224,6 +240,9 @@ def _check_resources(r: Resources, key: str) -> None:
         raise ConfigError(f"{key}.mem", f"got {r.mem!r}; expected a number with an optional K/M/G/T suffix")
     for opt, value in r.extra.items():
         _check_extra(f"{key}.extra.{opt}", opt, value)
+    if r.gpus and r.tasks not in (1, r.gpus):
+        raise ConfigError(f"{key}.tasks", f"got {r.tasks} with gpus={r.gpus}; on GPU nodes a stage runs one task "
+                          f"per GPU: leave tasks at 1 (or set it to {r.gpus})")
 
 
 def _check_text(key: str, value: str) -> None:

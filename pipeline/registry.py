@@ -25,6 +25,7 @@ class StageKind:
     run: Callable[[Any, "StageContext"], dict]
     params: type
     module: str
+    several_processes: bool = False   # may run as nodes x tasks processes (ctx.rank, ctx.world_size)
 
     def code_version(self) -> str:
         """Hash of the kind's module and every project module it imports, transitively: a change
@@ -52,6 +53,13 @@ class StageContext:
     log: logging.Logger
     accounting: dict[str, Any]    # stage-specific accounting fields (epochs, params, precision...)
     fingerprint: str = ""         # changes whenever config, code or upstream change
+    rank: int = 0                 # this process's rank when the stage runs as several (resources
+    world_size: int = 1           # nodes x tasks, one process group); only rank 0 writes results
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes the stage's files (every process of a 1-process stage)."""
+        return self.rank == 0
 
     @property
     def checkpoint_path(self) -> Path:
@@ -103,13 +111,15 @@ class UpstreamError(RuntimeError):
                          f"marked corrupt: rerun it and what follows with `python -m pipeline submit all`")
 
 
-def register(kind: str, params: type):
-    """Decorator: `@register("train", TrainParams) def run(p, ctx): ...`."""
+def register(kind: str, params: type, several_processes: bool = False):
+    """Decorator: `@register("train", TrainParams) def run(p, ctx): ...`. `several_processes`:
+    the kind may run as several processes (resources nodes x tasks, or gpus > 1), each calling
+    it with its own ctx.rank; it must let rank 0 alone write (ctx.is_main)."""
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"params for stage kind {kind!r} must be a dataclass")
 
     def deco(fn):
-        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__)
+        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__, several_processes)
         return fn
     return deco
 

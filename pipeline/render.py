@@ -23,6 +23,10 @@ def allocation(exp: Experiment) -> dict:
         "job-name": exp.name,
         "time": _hhmmss(sum(time_minutes(s.resources.time) for s in stages)),
         "cpus-per-task": max(s.resources.cpus_per_task for s in stages),
+        # The stage that runs as the most processes sets nodes and tasks per node.
+        "nodes": max(s.resources.nodes for s in stages) if any(s.resources.nodes > 1 for s in stages) else None,
+        "ntasks-per-node": max(s.resources.tasks_per_node for s in stages)
+        if any(s.resources.tasks_per_node > 1 for s in stages) else None,
         "mem": biggest_mem,
         "gres": f"gpu:{max(s.resources.gpus for s in stages)}" if any(s.resources.gpus for s in stages) else None,
         "partition": exp.resources.partition, "constraint": exp.resources.constraint,

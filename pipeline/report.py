@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import state
-from .accounting import COLUMNS, ENDED_STATES, METRIC_COLUMNS, sacct_columns, stage_usage
+from .accounting import COLUMNS, ENDED_STATES, METRIC_COLUMNS, gpu_hours, sacct_columns, stage_usage
 from .executors.slurm import query_sacct
 
 # report.md's table per experiment: these, with the metric columns its stages filled in between.
@@ -36,7 +36,7 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
     for rec in records:
         usage = stage_usage(sacct, _job_ids(rec), f"{experiment}.{str(rec.get('stage')).split(':')[0]}",
                             rec.get("step_id"))
-        row = {**rec, **sacct_columns(usage)}
+        row = {**rec, **sacct_columns(usage), "gpu_hours": gpu_hours(rec)}
         rows.append({c: row.get(c) for c in COLUMNS})
     order = _stage_order(exp_dir)
     rows.sort(key=lambda r: order.get(str(r["stage"]).split(":")[0], len(order)))

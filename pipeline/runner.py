@@ -59,6 +59,9 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     fps = fps or state.fingerprints(exp)
     check_upstream(exp, name, fps)
     out = exp.stage_dir(name)
+    rank = _join_distributed(stage.resources.world_size)
+    if rank > 0:
+        return _run_follower(exp, name, out, fps[name], rank)
     log = stage_logger(exp.name, name)
     with state.exclusive_lock(out / ".run.lock", f"a run of stage {exp.name}/{name}"):
         state.clear_success(out)  # from here on the stage is not done until it says so
@@ -91,6 +94,29 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
         log.info("%s %s in %.1f s (%d attempt(s), %.1f s in all)", name, status, record["attempt_wall_s"],
                  record["attempts"], record["wall_s"])
         return record
+
+
+def _join_distributed(world_size: int) -> int:
+    """For a stage that runs as several processes: export the env:// rendezvous variables
+    from this SLURM task's and return its rank (0 for a 1-process stage)."""
+    if world_size == 1:
+        return 0
+    from .ranks import rendezvous_env
+    os.environ.update(rendezvous_env(world_size))
+    return int(os.environ["RANK"])
+
+
+def _run_follower(exp: Experiment, name: str, out: Path, fingerprint: str, rank: int) -> dict:
+    """Rank > 0 of a several-process stage: the same stage function (it joins the process group),
+    without the engine's bookkeeping: rank 0 alone takes the lock, counts the attempt and writes
+    metrics, accounting and _SUCCESS. An error here exits non-zero, and srun ends the whole step."""
+    log = stage_logger(exp.name, f"{name}.rank{rank}")
+    stage = exp.stages[name]
+    ctx = _context(exp, name, out, fingerprint)
+    ctx.log, ctx.rank, ctx.world_size = log, rank, stage.resources.world_size
+    log.info("rank %d of %d of stage %s: computes, writes nothing", rank, ctx.world_size, name)
+    registry.get(stage.kind).run(stage.params, ctx)
+    return {}
 
 
 def check_upstream(exp: Experiment, name: str, fps: dict) -> None:
@@ -279,7 +305,8 @@ def _context(exp: Experiment, name: str, out: Path, fingerprint: str) -> StageCo
         upstream={d: exp.stage_dir(d) for d in stage.needs},
         data_dir=Path(exp.paths.data), cache_dir=Path(exp.paths.cache), seed=exp.seed,
         device="cuda" if stage.resources.gpus > 0 else "cpu",
-        log=stage_logger(exp.name, name), accounting={}, fingerprint=fingerprint)
+        log=stage_logger(exp.name, name), accounting={}, fingerprint=fingerprint,
+        world_size=stage.resources.world_size)
 
 
 def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: str) -> dict:
@@ -289,7 +316,8 @@ def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: st
         "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
         "partition": os.environ.get("SLURM_JOB_PARTITION") or stage.resources.partition,
         "device": "cuda" if stage.resources.gpus > 0 else "cpu",
-        "num_devices": stage.resources.gpus,
+        "num_devices": stage.resources.world_size if stage.resources.world_size > 1 else stage.resources.gpus,
+        "world_size": stage.resources.world_size,
         "cpus": int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0))),
         "seed": exp.seed, "config_hash": fingerprint, "git_rev": git_rev(),
         "started_at": state.now_iso(),

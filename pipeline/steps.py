@@ -45,14 +45,15 @@ def plan(exp: Experiment, targets: list[str], force: bool = False) -> list[tuple
 
 def step_command(exp: Experiment, name: str, config_arg: str, overrides: list[str], fresh: bool,
                  env: Mapping[str, str] = os.environ) -> list[str]:
-    """The srun line of one stage. CPUs: the stage's, capped by the allocation's; memory is not
+    """The srun line of one stage: as many tasks and nodes as the stage runs processes on
+    each with the stage's CPUs capped by the allocation's; memory is not
     asked for, so the step may use the allocation's (sized for the largest stage)."""
     resources = exp.stages[name].resources
     cpus = resources.cpus_per_task
     if (env.get("SLURM_CPUS_PER_TASK") or "").isdigit():
         cpus = min(cpus, int(env["SLURM_CPUS_PER_TASK"]))
-    cmd = ["srun", "--ntasks=1", "--nodes=1", f"--cpus-per-task={cpus}", f"--job-name={exp.name}.{name}",
-           "--kill-on-bad-exit=1"]
+    cmd = ["srun", f"--ntasks={resources.world_size}", f"--nodes={resources.nodes}", f"--cpus-per-task={cpus}",
+           f"--job-name={exp.name}.{name}", "--kill-on-bad-exit=1"]
     if resources.gpus:
         cmd.append(f"--gres=gpu:{resources.gpus}")
     cmd += [sys.executable, "-m", "pipeline", "run", name, "-c", config_arg]

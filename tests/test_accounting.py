@@ -199,8 +199,8 @@ def test_partition_limits_from_sinfo():
     text = "debug*|2|23000|(null)\ngpu|64|512000|gpu:a100:4(S:0-1)\ngpu|32|256000|gpu:8\n"
     limits, default = partition_limits(text)
     assert default == "debug"
-    assert limits == {"debug": {"cpus": 2, "mem_mb": 23000, "gpus": 0},
-                      "gpu": {"cpus": 64, "mem_mb": 512000, "gpus": 8}}
+    assert limits == {"debug": {"cpus": 2, "mem_mb": 23000, "gpus": 0, "nodes": 1},
+                      "gpu": {"cpus": 64, "mem_mb": 512000, "gpus": 8, "nodes": 2}}
 
 
 def _stage(results, exp, stage, accounting=None, job=None, success=True):

@@ -71,7 +71,7 @@ def model_channels(spec: ModelSpec) -> int:
     return 3 if param is None or param.default is inspect.Parameter.empty else int(param.default)
 
 
-@register("train", TrainStageParams)
+@register("train", TrainStageParams, several_processes=True)   # data parallel: jobs/training/distributed.py
 def run(p: TrainStageParams, ctx: StageContext) -> dict:
     import torch
 
@@ -93,16 +93,17 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     meta["classes"] = classes
     prepare = make_transform(meta, p.augment, torch.Generator().manual_seed(ctx.seed + 1))
     facts["transforms"] = log_transform(ctx, prepare, data)
-    if p.sample_grid:
+    if p.sample_grid and ctx.is_main:
         write_sample_grid(ctx, meta, p.augment, data, classes)
     trainable, total = count_params(model)
     ctx.log.info("params: trainable %s of %s (%.1f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     run_state, mode = train_model(model, data, prepare, p, ctx, meta)
     history = run_state["history"]
     facts.update(summaries=summaries, mode=mode, trainable=trainable, total=total, classes=classes)
-    _write_outputs(ctx, p, run_state, facts)
     per_epoch = p.steps_per_epoch * p.batch_size or len(data["y_train"])    # samples one epoch draws
-    _record(ctx, p, run_state, mode, per_epoch, trainable, total, meta["resolution"])
+    if ctx.is_main:                  # with several processes, rank 0 writes; the others computed alike
+        _write_outputs(ctx, p, run_state, facts)
+        _record(ctx, p, run_state, mode, per_epoch, trainable, total, meta["resolution"])
     return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
             "val_acc_per_epoch": [round(h["val_acc"], 4) for h in history],
             "train_val_gap": [round(h["train_acc"] - h["val_acc"], 4) for h in history],

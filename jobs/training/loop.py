@@ -17,6 +17,7 @@ from torch import nn
 
 from pipeline.state import atomic_path
 
+from jobs.training.distributed import Dist
 from jobs.training.params import TrainParams  # noqa: F401 - the loop's parameters, re-exported
 
 BEST_CHECKPOINT = "best.pt"    # the best epoch's weights and meta; evaluation and init_from read it
@@ -185,13 +186,17 @@ def mixed_loss(loss_fn, logits: torch.Tensor, targets_a: torch.Tensor, targets_b
 
 
 def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p: TrainParams,
-                    generator, log, epoch: int) -> dict:
+                    generator, log, epoch: int, dist: Dist | None = None) -> dict:
+    """One epoch; with several processes (`dist`), this rank's share of every global batch, and
+    loss, accuracy and images per second over all ranks."""
+    dist = dist or Dist()
     train_mode(model)
     loss_fn = make_loss(p)
     total_loss, correct, seen = 0.0, 0, 0
     steps = steps_in_epoch(len(y), p)
     started = time.perf_counter()
     for step, idx in enumerate(epoch_batches(len(y), p, generator), 1):
+        idx = dist.shard(idx)
         inputs, targets = _to_device(x[idx], y[idx], prepare, device, p, training=True)
         inputs, targets_a, targets_b, lam = mix_batch(inputs, targets, p, generator)
         targets = targets_a if lam >= 0.5 else targets_b             # train acc: against the dominant target
@@ -211,6 +216,7 @@ def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p
             log.info("epoch %d step %d/%d | loss %.4f | %.0f img/s", epoch, step, steps,
                      total_loss / seen, seen / (time.perf_counter() - started))
     elapsed = time.perf_counter() - started
+    total_loss, correct, seen = dist.sum(total_loss, correct, seen)
     return {"loss": total_loss / seen, "acc": correct / seen, "seconds": elapsed, "img_per_s": seen / elapsed}
 
 
@@ -246,11 +252,25 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
     what an evaluation needs to rebuild the model) are in ctx.out_dir / "best.pt": those of
     `best_model` when given (the whole network around a head trained on cached features).
     """
+    from jobs.training.distributed import setup, teardown
+    dist = setup(ctx, p.dist_timeout_s)
+    try:
+        return _fit(model, data, prepare, p, ctx, trainable, meta, best_model, dist)
+    finally:
+        teardown(dist)
+
+
+def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model, dist: Dist) -> dict:
+    from jobs.training.distributed import wrap
     device = resolve_device(ctx.device)
+    if device.type == "cuda" and dist.active:
+        device = torch.device("cuda", dist.local_rank)
     model.to(device)
     if p.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [q for q in (trainable if trainable is not None else model.parameters()) if q.requires_grad]
+    net = wrap(model, dist, device, p.sync_bn)           # what the training steps call (DDP with several ranks)
+    model = net.module if dist.active else net            # SyncBatchNorm-converted, if asked; eval and weights
     steps_per_epoch = steps_in_epoch(len(data["y_train"]), p)
     opt = make_optimizer(params, p)
     sched = make_scheduler(opt, p, steps_per_epoch)
@@ -261,20 +281,23 @@ def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: Tr
         run = _resume(ctx, model, opt, sched, scaler, generator, run)
     first = p.epochs + 1 if run.get("early_stop_epoch") else run["epoch"] + 1  # an early stop is final
     for epoch in range(first, p.epochs + 1):
-        train = train_one_epoch(model, data["x_train"], data["y_train"], prepare, opt, sched, scaler, device, p,
-                                generator, ctx.log, epoch)
+        train = train_one_epoch(net, data["x_train"], data["y_train"], prepare, opt, sched, scaler, device, p,
+                                generator, ctx.log, epoch, dist)
         val = evaluate(model, data["x_val"], data["y_val"], prepare, device, p)
+        val["loss"], val["acc"] = dist.from_main(val["loss"], val["acc"])   # one decision on every rank
         run["history"].append({"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
                                "val_loss": val["loss"], "val_acc": val["acc"], "lr": sched.get_last_lr()[0],
                                "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
-            save_atomic(ctx.out_dir / BEST_CHECKPOINT, {"model": (best_model or model).state_dict(), "epoch": epoch,
-                                                  "val_acc": val["acc"], "meta": meta or {}})
+            if dist.is_main:
+                save_atomic(ctx.out_dir / BEST_CHECKPOINT, {"model": (best_model or model).state_dict(),
+                                                            "epoch": epoch, "val_acc": val["acc"], "meta": meta or {}})
         run["epoch"] = epoch
         stop = p.patience and epoch - run["best_epoch"] >= p.patience
         run["early_stop_epoch"] = epoch if stop else None
-        save_atomic(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
+        if dist.is_main:          # the one writer; every rank resumes from it
+            save_atomic(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
         # Logged after the checkpoint is on disk: a job killed after this line resumes after this epoch.
         ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
                      "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],

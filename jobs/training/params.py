@@ -33,3 +33,9 @@ class TrainParams:
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
     channels_last: bool = False
     log_every: int = field(default=50, metadata={"min": 1, "help": "progress line every N steps"})
+    # Several processes (resources: nodes x tasks, or gpus): see jobs/training/distributed.py.
+    sync_bn: bool = field(default=False, metadata={
+        "help": "several processes: BatchNorm statistics over the global batch (SyncBatchNorm) instead of "
+                "each rank's share"})
+    dist_timeout_s: float = field(default=600.0, metadata={
+        "min": 1.0, "help": "several processes: a rendezvous or collective that waits longer fails the job"})

@@ -21,6 +21,11 @@ class LocalExecutor(Executor):
         self.states: dict[str, str] = {}   # job id -> done | failed | never-run
         self.written: dict = {}            # resolved config files already written by this submit
 
+    def check(self, exp: Experiment, stages: list[str]) -> list[str]:
+        return [f"stages.{name}.resources: nodes x tasks = {exp.stages[name].resources.world_size} processes, "
+                f"which only srun starts; submit with --executor slurm, or set tasks: 1 and nodes: 1 to run here"
+                for name in stages if exp.stages[name].resources.world_size > 1]
+
     def _command(self, exp: Experiment, stage: str) -> list[str]:
         resolved = exp.results_dir / "_resolved.yaml"
         return [sys.executable, "-m", "pipeline", "run", stage, "-c", str(resolved)]

@@ -47,6 +47,10 @@ class SlurmExecutor(Executor):
         optional = dict(partition=r.partition, constraint=r.constraint, account=r.account, qos=r.qos,
                         gpus_per_node=r.gpus or None, dependency=_afterok(after))
         params.update({k: v for k, v in optional.items() if v is not None})
+        if r.world_size > 1:
+            # One process per task, started by srun; a task that exits with an error ends the step
+            # (and the job) instead of leaving the others waiting in a collective.
+            params.update(nodes=r.nodes, ntasks_per_node=r.tasks_per_node, srun_args=["--kill-on-bad-exit=1"])
         ex.update_parameters(**params)
         return ex
 
@@ -76,7 +80,8 @@ def partition_limits(sinfo_text: str) -> tuple[dict[str, dict], str | None]:
         if name.endswith("*"):
             name = default = name[:-1]
         gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
-        lim = limits.setdefault(name, {"cpus": 0, "mem_mb": 0, "gpus": 0})
+        lim = limits.setdefault(name, {"cpus": 0, "mem_mb": 0, "gpus": 0, "nodes": 0})
+        lim["nodes"] += 1
         lim["cpus"] = max(lim["cpus"], int(cpus.rstrip("+") or 0))
         lim["mem_mb"] = max(lim["mem_mb"], int(re.sub(r"\D", "", mem) or 0))
         lim["gpus"] = max(lim["gpus"], gpus)
@@ -96,8 +101,12 @@ def check_resources(exp: Experiment, stages: list[str], sinfo_text: str) -> list
         if lim is None:
             problems.append(f"{key}.partition: no partition {part!r} on this cluster; partitions: {', '.join(limits)}")
             continue
-        if r.cpus_per_task > lim["cpus"]:
-            problems.append(f"{key}.cpus_per_task={r.cpus_per_task}: nodes of partition {part!r} have at most {lim['cpus']}")
+        if r.cpus_per_task * r.tasks_per_node > lim["cpus"]:
+            per = f" x {r.tasks_per_node} tasks per node" if r.tasks_per_node > 1 else ""
+            problems.append(f"{key}.cpus_per_task={r.cpus_per_task}{per}: nodes of partition {part!r} have at most "
+                            f"{lim['cpus']}")
+        if r.nodes > lim["nodes"]:
+            problems.append(f"{key}.nodes={r.nodes}: partition {part!r} has {lim['nodes']} node(s)")
         if lim["mem_mb"] and mem_mb(r.mem) > lim["mem_mb"]:
             problems.append(f"{key}.mem={r.mem}: nodes of partition {part!r} have at most {lim['mem_mb']}M")
         if r.gpus > lim["gpus"]:
