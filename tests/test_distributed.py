@@ -187,3 +187,35 @@ def test_a_one_process_kind_refuses_several_processes():
     from pipeline.schema import ConfigError
     with pytest.raises(ConfigError, match="kind 'evaluate' runs as one process; set nodes: 1, tasks: 1"):
         config.load(Path("configs/quickstart.yaml"), ["stages.evaluate.resources.tasks=2"])
+
+
+def test_a_requeued_two_task_stage_resumes_from_its_last_epoch(slurm, tmp_path):
+    """USR2 (preemption, or the time limit near): submitit requeues the job; both ranks resume
+    from the checkpoint rank 0 wrote, after its last finished epoch."""
+    ws = {k: tmp_path / k for k in ("results", "logs", "data", "cache")}
+    overrides = [f"paths.{k}={ws[k]}" for k in ws] + [
+        "stages.train.resources.tasks=2", "stages.train.resources.cpus_per_task=1", "stages.train.patience=0",
+        "stages.train.epochs=12", "stages.train.resolution=48",      # slow enough to signal mid-run
+        "stages.train.model.name=mlp", "stages.train.model.kwargs.in_channels=1",
+        "stages.train.model.kwargs.hidden=[256]"]
+    ids = job_ids_from_table(cli("submit", "train", "-c", "configs/quickstart.yaml", "--executor", "slurm",
+                                 *sets(overrides)).stdout)
+    job = ids["train"]
+    log = ws["logs"] / "quickstart" / "train" / f"{job}_0_log.out"
+    from test_emnist import _squeue_state, wait_until
+    wait_until(lambda: log.exists() and "Epoch 3/12" in log.read_text(), 240)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_until(lambda: log.read_text().count("Starting with JobEnvironment") >= 2
+               or "PENDING" in _squeue_state(job), 120)
+    if "PENDING" in _squeue_state(job):
+        subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+    wait_for_jobs([job], timeout=300)
+    text = log.read_text()
+    resumed_after = int(text.split("resumed from ")[1].split("after epoch ")[1].split()[0])
+    assert 3 <= resumed_after < 12
+    follower = (ws["logs"] / "quickstart" / "train" / f"{job}_1_log.out").read_text()
+    assert f"resumed from {ws['results'] / 'quickstart' / 'train' / 'checkpoint.pt'} after epoch {resumed_after}" \
+        in follower                                                 # rank 1 read rank 0's checkpoint
+    history = json.loads((ws["results"] / "quickstart" / "train" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 13))
+    assert status_json("configs/quickstart.yaml", overrides)["train"]["state"] == "done"
