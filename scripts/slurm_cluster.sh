@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Bring a real single-node SLURM cluster with accounting up or down on this machine.
+# Bring a real SLURM cluster with accounting up or down on this machine: node $(hostname -s) with
+# every CPU in partition `debug` (the default), and two 1-CPU nodes twin1, twin2 (their own slurmd
+# each, on ports 6831/6832, names in /etc/hosts) in partition `twonode`, for multi-node jobs.
 # Usage: scripts/slurm_cluster.sh up|down|status
 # Recipe: shared/GUIDE.md section 3 (munge, MariaDB, slurmdbd, slurmctld, slurmd; Debian 12).
 # Idempotent: packages already installed, daemons already running and stale pid files are fine.
@@ -11,6 +13,7 @@ CONF_DIR=/etc/slurm
 DB_USER=slurm
 DB_PASS=slurmdbpass
 PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+TWINS="twin1 twin2"
 
 log() { echo "[slurm-cluster] $*" >&2; }
 
@@ -32,7 +35,10 @@ write_configs() {
   host=$(hostname -s)
   # Leave 1 GiB to the OS; SLURM refuses jobs asking more than RealMemory.
   mem=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 1024 ))
-  mkdir -p "$CONF_DIR" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm
+  mkdir -p "$CONF_DIR" /var/spool/slurmctld /var/log/slurm /run/slurm
+  for n in "$host" $TWINS; do mkdir -p "/var/spool/slurmd/$n"; done
+  # The twins' names must resolve (a job's first node is its rendezvous host): to this machine.
+  for n in $TWINS; do grep -qw "$n" /etc/hosts || echo "127.0.0.1 $n" >> /etc/hosts; done
   cat > "$CONF_DIR/slurm.conf" <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=$host
@@ -45,11 +51,11 @@ SlurmUser=root
 SlurmdUser=root
 ReturnToService=2
 StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
+SlurmdSpoolDir=/var/spool/slurmd/%n
 SlurmctldPidFile=/run/slurm/slurmctld.pid
-SlurmdPidFile=/run/slurm/slurmd.pid
+SlurmdPidFile=/run/slurm/slurmd-%n.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=5
 AccountingStorageType=accounting_storage/slurmdbd
@@ -63,6 +69,9 @@ KillWait=10
 InactiveLimit=0
 NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
+NodeName=twin1 NodeHostname=$host Port=6831 CPUs=1 RealMemory=2048 State=UNKNOWN
+NodeName=twin2 NodeHostname=$host Port=6832 CPUs=1 RealMemory=2048 State=UNKNOWN
+PartitionName=twonode Nodes=twin1,twin2 Default=NO MaxTime=INFINITE State=UP
 CONF
   cat > "$CONF_DIR/slurmdbd.conf" <<CONF
 AuthType=auth/munge
@@ -118,10 +127,23 @@ start_slurm() {
   sacctmgr -n list cluster format=Cluster | grep -qw "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
   if ! running slurmctld; then rm -f /run/slurm/slurmctld.pid; slurmctld; fi
   wait_for slurmctld scontrol ping
-  if ! running slurmd; then rm -f /run/slurm/slurmd.pid; slurmd; fi
+  start_slurmd "$(hostname -s)"
+  for n in $TWINS; do start_slurmd "$n" -N "$n"; done
   # A node that was down when slurmctld last saw it needs a nudge back to service.
-  wait_for "node registration" sh -c "sinfo -h -N -o %T | grep -Eq 'idle|mixed|alloc'" \
-    || { scontrol update nodename="$(hostname -s)" state=resume; wait_for node sh -c "sinfo -h -N -o %T | grep -Eq 'idle|mixed|alloc'"; }
+  wait_for "node registration" sh -c "sinfo -h -N -n $(hostname -s) -o %T | grep -Eq 'idle|mixed|alloc'" \
+    || { scontrol update nodename="$(hostname -s)" state=resume; wait_for node sh -c "sinfo -h -N -n $(hostname -s) -o %T | grep -Eq 'idle|mixed|alloc'"; }
+  # The twins only serve multi-node tests: a twin that does not come up is a warning, not a failure.
+  for n in $TWINS; do
+    wait_for "$n" sh -c "sinfo -h -N -n $n -o %T | grep -Eq 'idle|mixed|alloc'" \
+      || { scontrol update nodename="$n" state=resume 2>/dev/null || true; log "warning: node $n is not up"; }
+  done
+}
+
+start_slurmd() {  # start_slurmd <node name> [slurmd options]: one slurmd per node, by its pid file
+  local pidfile=/run/slurm/slurmd-$1.pid; shift
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
+  rm -f "$pidfile"
+  slurmd "$@"
 }
 
 cmd_up() {
@@ -131,7 +153,7 @@ cmd_up() {
   start_munge
   start_mariadb
   start_slurm
-  log "up: cluster $CLUSTER, partition $PARTITION, node $(hostname -s) ($(nproc) CPUs)"
+  log "up: cluster $CLUSTER, partition $PARTITION, node $(hostname -s) ($(nproc) CPUs); partition twonode: $TWINS"
 }
 
 cmd_down() {

@@ -219,3 +219,35 @@ def test_a_requeued_two_task_stage_resumes_from_its_last_epoch(slurm, tmp_path):
     history = json.loads((ws["results"] / "quickstart" / "train" / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 13))
     assert status_json("configs/quickstart.yaml", overrides)["train"]["state"] == "done"
+
+
+def test_two_nodes_one_task_each_rendezvous_and_train_like_one(slurm, tmp_path):
+    """The local cluster's partition `twonode` (twin1, twin2: two slurmd on this machine, see
+    scripts/slurm_cluster.sh): the same stage with nodes: 2 meets across both and trains like one process."""
+    nodes = subprocess.run(["sinfo", "-h", "-p", "twonode", "-o", "%D %t"], capture_output=True, text=True).stdout
+    if not nodes.strip().startswith("2 idle"):
+        pytest.skip(f"partition twonode is not up with 2 idle nodes ({nodes.strip() or 'missing'}): "
+                    f"run scripts/slurm_cluster.sh up")
+    runs = {}
+    for name, extra in (("one", []), ("two", ["stages.train.resources.nodes=2",
+                                               "stages.train.resources.partition=twonode",
+                                               "stages.train.resources.mem=1G"])):
+        ws = {k: tmp_path / name / k for k in ("results", "logs", "data", "cache")}
+        overrides = [f"paths.{k}={ws[k]}" for k in ws] + [
+            "stages.train.resources.cpus_per_task=1", "stages.train.epochs=4", "stages.train.patience=0",
+            "stages.train.model.name=mlp", "stages.train.model.kwargs.in_channels=1",
+            "stages.train.model.kwargs.hidden=[64]"] + extra
+        proc = cli("submit", "train", "-c", "configs/quickstart.yaml", "--executor", "slurm", *sets(overrides))
+        runs[name] = {"ws": ws, "ids": job_ids_from_table(proc.stdout)}
+    wait_for_jobs([i for r in runs.values() for i in r["ids"].values()], timeout=300)
+    history = {n: json.loads((r["ws"]["results"] / "quickstart" / "train" / "history.json").read_text())
+               for n, r in runs.items()}
+    for a, b in zip(history["two"], history["one"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+    assert abs(history["two"][-1]["val_acc"] - history["one"][-1]["val_acc"]) <= 0.01
+    job = runs["two"]["ids"]["train"]
+    lines = subprocess.run(["sacct", "-j", job, "-P", "-n", "-o", "JobID,NodeList,NTasks,State"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert any(line.split("|")[1:] == ["twin[1-2]", "2", "COMPLETED"] for line in lines), lines
+    rank0 = (runs["two"]["ws"]["logs"] / "quickstart" / "train" / f"{job}_0_log.out").read_text()
+    assert "rank 0 of 2 (local 0), backend gloo, rendezvous twin1:" in rank0
