@@ -97,3 +97,25 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slurm)
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def squeue_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+
+
+def wait_for_requeued_start(log: Path, job: str) -> None:
+    """Until a requeued job's second attempt starts (submitit logs it again). SLURM may hold a
+    requeued job back for a while (BeginTime); if it waits, let it start now."""
+    wait_until(lambda: log.read_text().count("Starting with JobEnvironment") >= 2
+               or "PENDING" in squeue_state(job), 120)
+    if "PENDING" in squeue_state(job):
+        subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
+from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_for_requeued_start, wait_until
 from jobs.models.registry import create_model
 from jobs.training.loop import fit
 from jobs.training.params import TrainParams
@@ -220,13 +220,9 @@ def test_a_requeued_two_task_stage_resumes_from_its_last_epoch(slurm, tmp_path):
                                  *sets(overrides)).stdout)
     job = ids["train"]
     log = ws["logs"] / "quickstart" / "train" / f"{job}_0_log.out"
-    from test_emnist import _squeue_state, wait_until
     wait_until(lambda: log.exists() and "Epoch 3/12" in log.read_text(), 240)
     subprocess.run(["scontrol", "requeue", job], check=True)
-    wait_until(lambda: log.read_text().count("Starting with JobEnvironment") >= 2
-               or "PENDING" in _squeue_state(job), 120)
-    if "PENDING" in _squeue_state(job):
-        subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+    wait_for_requeued_start(log, job)
     wait_for_jobs([job], timeout=300)
     text = log.read_text()
     resumed_after = int(text.split("resumed from ")[1].split("after epoch ")[1].split()[0])

@@ -6,13 +6,12 @@ import csv
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
+from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_for_requeued_start, wait_until
 from fixtures import EMNIST_BYCLASS, L_GLYPH, write_emnist, write_random_resnet18
 from jobs.data.formats import fix_orientation, read_mapping
 
@@ -198,11 +197,7 @@ def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emni
     log = tmp_path / "logs" / "emnist" / "linear_probe" / f"{job}_0_log.out"
     wait_until(lambda: log.exists() and "Epoch 3/10" in log.read_text(), 240)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
-    # SLURM may hold a requeued job back for a while (BeginTime); if it waits, let it start now.
-    wait_until(lambda: log.read_text().count("Starting with JobEnvironment") >= 2
-               or "PENDING" in _squeue_state(job), 120)
-    if "PENDING" in _squeue_state(job):
-        subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+    wait_for_requeued_start(log, job)
     wait_for_jobs([job], timeout=300)
     text = log.read_text()
     assert "Caught signal SIGUSR2" in text
@@ -223,14 +218,3 @@ def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emni
         assert [round(h[key], 4) for h in history] == [round(h[key], 4) for h in reference]
 
 
-def _squeue_state(job: str) -> str:
-    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
-
-
-def wait_until(condition, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"condition not met within {timeout}s")
