@@ -353,6 +353,9 @@ def _read_checkpoint(ctx) -> dict | None:
             raise ValueError("not a checkpoint written by this training loop")
         return ckpt
     except Exception as err:  # noqa: BLE001 - any reader error means: start clean
+        if getattr(ctx, "rank", 0) > 0:     # rank 0 sets it aside; the others only start clean too
+            ctx.log.warning("checkpoint %s is unreadable (%s); training starts clean", path, type(err).__name__)
+            return None
         aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
         ctx.log.warning("checkpoint %s is unreadable (%s: %s); set aside as %s, training starts clean",
