@@ -40,11 +40,12 @@ class Resources:
     nodes: int = field(default=1, metadata={"min": 1, "help": "nodes; the stage runs nodes x tasks-per-node "
                                                               "processes, joined in one process group"})
     tasks: int = field(default=1, metadata={"min": 1, "help": "processes per node on CPU nodes (gpus: 0); "
-                                                              "with gpus > 0 it is one per GPU"})
+                                                              "a kind that runs as several processes (train) "
+                                                              "with gpus > 0 runs one per GPU"})
 
     @property
     def tasks_per_node(self) -> int:
-        return self.gpus or self.tasks
+        return self.tasks
 
     @property
     def world_size(self) -> int:
@@ -214,9 +215,11 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     params = build(registered.params, {k: v for k, v in spec.items() if k not in reserved}, key)
     resources = build(Resources, {**to_dict(base), **head.resources}, f"{key}.resources")
     _check_resources(resources, f"{key}.resources")
+    if registered.several_processes and resources.gpus:
+        resources = dataclasses.replace(resources, tasks=resources.gpus)      # one process per GPU
     if resources.world_size > 1 and not registered.several_processes:
-        raise ConfigError(f"{key}.resources", f"nodes x tasks (one task per GPU) = {resources.world_size} processes, "
-                          f"but kind {kind!r} runs as one process; set nodes: 1, tasks: 1 and at most 1 GPU")
+        raise ConfigError(f"{key}.resources", f"nodes x tasks = {resources.world_size} processes, but kind {kind!r} "
+                          f"runs as one process (it may use several GPUs itself); set nodes: 1 and tasks: 1")
     return Stage(name, kind, head.needs, params, resources, head.setup, registered.module)
 
 

@@ -112,10 +112,14 @@ def squeue_state(job: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
 
 
-def wait_for_requeued_start(log: Path, job: str) -> None:
-    """Until a requeued job's second attempt starts (submitit logs it again). SLURM may hold a
-    requeued job back for a while (BeginTime); if it waits, let it start now."""
-    wait_until(lambda: log.read_text().count("Starting with JobEnvironment") >= 2
-               or "PENDING" in squeue_state(job), 120)
-    if "PENDING" in squeue_state(job):
-        subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+def wait_for_requeued_start(log: Path, job: str, timeout: float = 180) -> None:
+    """Until a requeued job's second attempt has started (submitit logs its start again): only
+    then is waiting for the job to leave squeue meaningful (squeue can miss a job for a moment
+    while it is requeued). SLURM may hold a requeued job back (BeginTime): let it start now."""
+    deadline = time.time() + timeout
+    while log.read_text().count("Starting with JobEnvironment") < 2:
+        if time.time() > deadline:
+            raise AssertionError(f"job {job} did not start again within {timeout}s of its requeue")
+        if "PENDING" in squeue_state(job):
+            subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+        time.sleep(1)

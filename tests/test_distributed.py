@@ -202,8 +202,12 @@ def test_rendezvous_variables_from_the_slurm_task():
 def test_a_one_process_kind_refuses_several_processes():
     from pipeline import config
     from pipeline.schema import ConfigError
-    with pytest.raises(ConfigError, match="kind 'evaluate' runs as one process; set nodes: 1, tasks: 1"):
+    with pytest.raises(ConfigError, match="kind 'evaluate' runs as one process .*; set nodes: 1 and tasks: 1"):
         config.load(Path("configs/quickstart.yaml"), ["stages.evaluate.resources.tasks=2"])
+    # Several GPUs: one process per GPU for train, one process seeing all of them otherwise.
+    exp = config.load(Path("configs/quickstart.yaml"), ["stages.evaluate.resources.gpus=2",
+                                                        "stages.train.resources.gpus=2"])
+    assert exp.stages["evaluate"].resources.world_size == 1 and exp.stages["train"].resources.world_size == 2
 
 
 def test_a_requeued_two_task_stage_resumes_from_its_last_epoch(slurm, tmp_path):
