@@ -8,12 +8,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, sets, wait_for_jobs
+from conftest import REPO, cli, sets, squeue_state, wait_for_jobs, wait_until
 from pipeline import config, steps
 from pipeline.accounting import parse_duration
 from pipeline.runner import run_targets
@@ -140,17 +139,17 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     failing = subprocess.run(["sbatch", "--parsable", str(_render(root, str(cfg), overrides))], cwd=root,
                              capture_output=True, text=True, check=True).stdout.strip()
     log = root / "logs" / f"alloc-{failing}.out"
-    _wait(lambda: log.exists() and "slow started" in log.read_text(), 120)
+    wait_until(lambda: log.exists() and "slow started" in log.read_text(), 120)
     subprocess.run(["scancel", "--signal=USR1", "--batch", failing], check=True)
-    _wait(lambda: "PENDING" in _squeue_state(failing) or not _squeue_state(failing), 60)
+    wait_until(lambda: "PENDING" in squeue_state(failing) or not squeue_state(failing), 60)
     # Start the requeued attempt at once, but only once the old attempt's step has ended: slurmd
     # refuses to launch a job whose killed step is still exiting ("already killed"), which on a
     # loaded machine took 3 s and failed the attempt. SLURM's own requeue delay covers this.
-    _wait(lambda: not _live_steps(failing), 60)
+    wait_until(lambda: not _live_steps(failing), 60)
     subprocess.run(["scontrol", "update", f"jobid={failing}", "starttime=now"], check=False)
     # squeue can miss a job for a moment while it is requeued, so wait for the second attempt's
     # last line in the log first, then for the job to leave the queue.
-    _wait(lambda: "later stages not run" in log.read_text(), 180)
+    wait_until(lambda: "later stages not run" in log.read_text(), 180)
     wait_for_jobs([failing], timeout=180)
 
     text = log.read_text()
@@ -182,19 +181,6 @@ def _live_steps(job: str) -> str:
     running = [line for line in acct.splitlines() if "." in line.split("|")[0]
                and line.split("|")[1].startswith(("RUNNING", "COMPLETING"))]
     return (queued.strip() + "\n".join(running)).strip()
-
-
-def _squeue_state(job: str) -> str:
-    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
-
-
-def _wait(condition, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_as_steps_outside_slurm_runs_in_this_process(tmp_path):
