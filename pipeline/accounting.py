@@ -117,18 +117,20 @@ def parse_sacct_rows(text: str) -> list[dict]:
 
 
 def group_attempts(rows: list[dict]) -> dict[str, list[dict]]:
-    """Lines -> job id -> its attempts, oldest first: {"job": job line, "steps": {step id: line}}.
+    """Lines -> job id -> its attempts, oldest first: {"job": job line, "steps": [step lines]}.
 
     With --duplicates each attempt is its job line followed by its own steps; a step line belongs
-    to the latest job line of its id seen so far.
+    to the latest job line of its id seen so far. Steps are a list, not keyed by step id: step ids
+    restart in each attempt, and slurmdbd can list an earlier attempt's steps (recorded after the
+    requeue) under the later job line, where a step-id key would let one overwrite the other.
     """
     jobs: dict[str, list[dict]] = {}
     for row in rows:
         attempts = jobs.setdefault(row["job"], [])
         if row["step"] is None:
-            attempts.append({"job": row, "steps": {}})
+            attempts.append({"job": row, "steps": []})
         elif attempts:
-            attempts[-1]["steps"][row["step"]] = row
+            attempts[-1]["steps"].append(row)
     return jobs
 
 
@@ -148,7 +150,7 @@ def current_attempts(attempts: list[dict]) -> list[dict]:
 def attempt_usage(attempt: dict) -> dict:
     """A job attempt's usage: its job line (elapsed, CPU), the largest MaxRSS of its steps."""
     usage = dict(attempt["job"])
-    steps = attempt["steps"].values()
+    steps = attempt["steps"]
     for key in ("maxrss_task_mb", "maxrss_step_mb"):
         values = [s[key] for s in steps if s[key] is not None]
         usage[key] = max(values) if values else None
@@ -204,12 +206,12 @@ def _stage_parts(job: dict, step_name: str | None, step_id: str | None) -> list[
     recorded step id is the fallback. Never the whole allocation for a stage that ran as a step."""
     if not step_name or job["name"] == step_name:
         return [attempt_usage(a) for a in job["attempts_detail"]]
-    named = [s for a in job["attempts_detail"] for s in a["steps"].values() if s["name"] == step_name]
+    named = [s for a in job["attempts_detail"] for s in a["steps"] if s["name"] == step_name]
     if named:
         return named
     if step_id is not None:
-        step = job["attempts_detail"][-1]["steps"].get(str(step_id))
-        return [step] if step else []
+        same_id = [s for s in job["attempts_detail"][-1]["steps"] if s["step"] == str(step_id)]
+        return same_id[-1:]
     return [attempt_usage(a) for a in job["attempts_detail"]]
 
 

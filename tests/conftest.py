@@ -112,12 +112,18 @@ def squeue_state(job: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
 
 
-def wait_for_requeued_start(log: Path, job: str, timeout: float = 180) -> None:
-    """Until a requeued job's second attempt has started (submitit logs its start again): only
-    then is waiting for the job to leave squeue meaningful (squeue can miss a job for a moment
-    while it is requeued). SLURM may hold a requeued job back (BeginTime): let it start now."""
+def wait_for_requeued_start(log: Path, job: str, timeout: float = 180,
+                            line: str = "Starting with JobEnvironment", count: int = 2) -> None:
+    """Until a requeued job's second attempt has started (by default: submitit logs its start
+    again) or written `line` `count` times: only then is waiting for the job to leave squeue
+    meaningful (squeue can miss a job for a moment while it is requeued). SLURM may hold a
+    requeued job back (BeginTime): release it while it waits, but not in the second of the
+    requeue. slurmd compares the new launch credential's time, in whole seconds, with the time it
+    revoked the old attempt's; a release in the same second gets "Job 1 already killed, do not
+    launch batch job" and the attempt fails (seen on the local cluster)."""
     deadline = time.time() + timeout
-    while log.read_text().count("Starting with JobEnvironment") < 2:
+    time.sleep(2)
+    while log.read_text().count(line) < count:
         if time.time() > deadline:
             raise AssertionError(f"job {job} did not start again within {timeout}s of its requeue")
         if "PENDING" in squeue_state(job):

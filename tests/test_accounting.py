@@ -177,6 +177,14 @@ def test_requeued_allocation_step_summed_by_name_over_attempts():
     one = stage_usage(jobs, ["23"], "sxa.one", "0")
     assert one["attempts"] == 1 and one["elapsed_s"] == 6.0 and one["totalcpu_s"] == pytest.approx(5.063)
 
+    # slurmdbd can record the first attempt's steps after the requeue, listing them under the
+    # second job line: the same step ids twice in one attempt, and both `sxa.two` steps still count
+    first, batch, one, two_killed, second, batch2, two_done = ALLOCATION_REQUEUED.splitlines()
+    three = "23.1|sxa.three|COMPLETED|00:00:02|00:01.000|1000K|1|vm||1"
+    late = "\n".join([first, second, batch, one, batch2, two_done, two_killed, three])
+    two = stage_usage(parse_sacct(late), ["23"], "sxa.two", "0")
+    assert two["attempts"] == 2 and two["elapsed_s"] == 15.0
+
 
 def test_stage_sums_every_job_it_ran_in():
     jobs = parse_sacct(REQUEUED + MULTI_TASK)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, sets, squeue_state, wait_for_jobs, wait_until
+from conftest import REPO, cli, sets, squeue_state, wait_for_jobs, wait_for_requeued_start, wait_until
 from pipeline import config, steps
 from pipeline.accounting import parse_duration
 from pipeline.runner import run_targets
@@ -142,14 +142,11 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     wait_until(lambda: log.exists() and "slow started" in log.read_text(), 120)
     subprocess.run(["scancel", "--signal=USR1", "--batch", failing], check=True)
     wait_until(lambda: "PENDING" in squeue_state(failing) or not squeue_state(failing), 60)
-    # Start the requeued attempt at once, but only once the old attempt's step has ended: slurmd
-    # refuses to launch a job whose killed step is still exiting ("already killed"), which on a
-    # loaded machine took 3 s and failed the attempt. SLURM's own requeue delay covers this.
+    # Start the requeued attempt early, but only once the old attempt's step has ended and not in
+    # the second of the requeue (see wait_for_requeued_start): slurmd refuses to launch a job it
+    # still counts as killed, which fails the attempt. SLURM's own requeue delay covers this.
     wait_until(lambda: not _live_steps(failing), 60)
-    subprocess.run(["scontrol", "update", f"jobid={failing}", "starttime=now"], check=False)
-    # squeue can miss a job for a moment while it is requeued, so wait for the second attempt's
-    # last line in the log first, then for the job to leave the queue.
-    wait_until(lambda: "later stages not run" in log.read_text(), 180)
+    wait_for_requeued_start(log, failing, line="later stages not run", count=1)
     wait_for_jobs([failing], timeout=180)
 
     text = log.read_text()
