@@ -186,7 +186,35 @@ def parse_sacct(text: str) -> dict[str, dict]:
         chain = current_attempts(attempts)
         jobs[job] = {**combine([attempt_usage(a) for a in chain]), "name": chain[-1]["job"]["name"],
                      "attempts_detail": chain}
-    return jobs
+    return {**_array_summaries(jobs), **jobs}
+
+
+def array_id(job_id: str) -> str:
+    """`123_4` and `123_[5-7%2]` -> `123` (the array's id, what afterok waits on); others unchanged."""
+    return job_id.split("_", 1)[0]
+
+
+def _array_summaries(jobs: dict[str, dict]) -> dict[str, dict]:
+    """Job arrays (`<id>_<task>` lines) -> one entry under `<id>` over every task: elapsed and CPU
+    summed (the array's whole cost), `array_tasks` the task ids. Its state is that of a failed
+    task if any failed, else of a task still pending or running, else the last task's."""
+    tasks: dict[str, list[str]] = {}
+    for job in jobs:
+        if "_" in job:
+            tasks.setdefault(array_id(job), []).append(job)
+    out = {}
+    for head, ids in tasks.items():
+        attempts = [a for j in ids for a in jobs[j]["attempts_detail"]]
+        summary = combine([attempt_usage(a) for a in attempts])
+        states = [jobs[j]["state"] for j in ids]
+        bad = [s for s in states if s in FAILED_STATES]
+        live = [s for s in states if s not in ENDED_STATES]
+        summary["state"] = (bad or live or [summary["state"]])[0]
+        summary["ended"] = not live
+        if live:
+            summary["totalcpu_s"] = None
+        out[head] = {**summary, "name": jobs[ids[0]]["name"], "attempts_detail": attempts, "array_tasks": ids}
+    return out
 
 
 def stage_usage(jobs: dict[str, dict], job_ids: Iterable[str], step_name: str | None = None,
@@ -243,9 +271,15 @@ def sacct_columns(summary: dict | None) -> dict:
 
 def parse_squeue(text: str) -> dict[str, dict]:
     """`squeue -h -o %i|%j|%T|%r` -> job id -> {name, state, reason}."""
-    jobs = {}
+    jobs: dict[str, dict] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 4:
             jobs[parts[0]] = {"name": parts[1], "state": parts[2], "reason": parts[3]}
-    return jobs
+    # A job array's tasks (`123_0`, pending ones as `123_[1-3]`) also stand under the array's id,
+    # which is what a stage records: a running task's state first, else a pending one's.
+    arrays: dict[str, dict] = {}
+    for job, live in jobs.items():
+        if "_" in job and (array_id(job) not in arrays or live["state"] != "PENDING"):
+            arrays[array_id(job)] = live
+    return {**arrays, **jobs}

@@ -52,6 +52,11 @@ class Resources:
         """Processes the stage runs as (the process group's size); 1 = a plain process."""
         return self.nodes * self.tasks_per_node
     mem: str = field(default="2G", metadata={"help": "memory per node, e.g. 4G or 512M"})
+    array: int = field(default=1, metadata={
+        "min": 1, "help": "a job array of N tasks that share the stage folder (kinds that run as array tasks: "
+                          "hpo's workers); 1 = one job"})
+    array_limit: int = field(default=0, metadata={
+        "min": 0, "help": "array: at most this many tasks run at once (sbatch --array=0-N%limit); 0 = all"})
     constraint: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None
@@ -220,6 +225,13 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     if resources.world_size > 1 and not registered.several_processes:
         raise ConfigError(f"{key}.resources", f"nodes x tasks = {resources.world_size} processes, but kind {kind!r} "
                           f"runs as one process (it may use several GPUs itself); set nodes: 1 and tasks: 1")
+    if resources.array > 1 and not registered.array_tasks:
+        raise ConfigError(f"{key}.resources.array", f"got {resources.array}, but kind {kind!r} does not run as "
+                          "job-array tasks (only kinds that share work through their folder do, e.g. hpo); "
+                          "set array: 1")
+    if resources.array > 1 and resources.world_size > 1:
+        raise ConfigError(f"{key}.resources", "array tasks run as one process each: set nodes: 1 and tasks: 1, "
+                          "or array: 1")
     return Stage(name, kind, head.needs, params, resources, head.setup, registered.module)
 
 

@@ -26,6 +26,7 @@ class StageKind:
     params: type
     module: str
     several_processes: bool = False   # may run as nodes x tasks processes (ctx.rank, ctx.world_size)
+    array_tasks: bool = False         # may run as a job array of independent tasks (ctx.task, ctx.num_tasks)
 
     def code_version(self) -> str:
         """Hash of the kind's module and every project module it imports, transitively: a change
@@ -55,6 +56,8 @@ class StageContext:
     fingerprint: str = ""         # changes whenever config, code or upstream change
     rank: int = 0                 # this process's rank when the stage runs as several (resources
     world_size: int = 1           # nodes x tasks, one process group); only rank 0 writes results
+    task: int = 0                 # this job-array task (resources.array): tasks share out_dir and
+    num_tasks: int = 1            # coordinate through it (a study); each may write there
 
     @property
     def is_main(self) -> bool:
@@ -111,15 +114,18 @@ class UpstreamError(RuntimeError):
                          f"marked corrupt: rerun it and what follows with `python -m pipeline submit all`")
 
 
-def register(kind: str, params: type, several_processes: bool = False):
+def register(kind: str, params: type, several_processes: bool = False, array_tasks: bool = False):
     """Decorator: `@register("train", TrainParams) def run(p, ctx): ...`. `several_processes`:
     the kind may run as several processes (resources nodes x tasks, or gpus > 1), each calling
-    it with its own ctx.rank; it must let rank 0 alone write (ctx.is_main)."""
+    it with its own ctx.rank; it must let rank 0 alone write (ctx.is_main). `array_tasks`: it may
+    run as a job array (resources.array), each task an independent job calling it with its own
+    ctx.task on the same out_dir; it returns only once the shared work is complete, and every
+    task returns the same metrics (whichever ends first marks the stage done)."""
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"params for stage kind {kind!r} must be a dataclass")
 
     def deco(fn):
-        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__, several_processes)
+        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__, several_processes, array_tasks)
         return fn
     return deco
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import registry, state
-from .accounting import METRIC_COLUMNS
+from .accounting import METRIC_COLUMNS, array_id
 from .config import REPO_ROOT, Experiment, resolved_stage_config
 from .dag import forced, select
 from .registry import StageContext, UpstreamError
@@ -59,6 +59,8 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     fps = fps or state.fingerprints(exp)
     check_upstream(exp, name, fps)
     out = exp.stage_dir(name)
+    if stage.resources.array > 1:
+        return _run_array_task(exp, name, out, fps[name], fresh, job_id)
     rank = _join_distributed(stage.resources.world_size)
     if rank > 0:
         return _run_follower(exp, name, out, fps[name], rank)
@@ -117,6 +119,77 @@ def _run_follower(exp: Experiment, name: str, out: Path, fingerprint: str, rank:
     log.info("rank %d of %d of stage %s: computes, writes nothing", rank, ctx.world_size, name)
     registry.get(stage.kind).run(stage.params, ctx)
     return {}
+
+
+def array_task() -> tuple[int, int, str | None]:
+    """(task, tasks, job id `<array>_<task>`, as sacct names it) inside a SLURM job array;
+    (0, 1, None) elsewhere: outside SLURM an array stage runs as its one and only task."""
+    env = os.environ
+    if not env.get("SLURM_ARRAY_JOB_ID") or not env.get("SLURM_ARRAY_TASK_ID"):
+        return 0, 1, None
+    task = int(env["SLURM_ARRAY_TASK_ID"])
+    return task, int(env.get("SLURM_ARRAY_TASK_COUNT") or task + 1), f"{env['SLURM_ARRAY_JOB_ID']}_{task}"
+
+
+def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fresh: bool,
+                    job_id: str | None) -> dict:
+    """One task of a stage that runs as a job array (resources.array, e.g. hpo's workers). The
+    tasks share the stage folder and coordinate through what the kind keeps there (a study); each
+    counts its own attempts in tasks/<i>/. The kind returns once the shared work is complete, so
+    whichever task returns first marks the stage done; a later one rewrites the same result with
+    the cost of every task added up (their job ids are the array's, so sacct sums them too)."""
+    stage = exp.stages[name]
+    task, tasks, array_job = array_task()
+    job_id = array_job or job_id
+    if fresh and tasks == 1:             # a forced local run; under SLURM, submit cleaned the folder
+        state.clean_stage_dir(out)
+    task_dir = out / "tasks" / str(task)
+    log = stage_logger(exp.name, f"{name}.task{task}" if tasks > 1 else name)
+    with state.exclusive_lock(task_dir / ".run.lock", f"task {task} of stage {exp.name}/{name}"):
+        if (state.read_attempts(task_dir).get("attempts") or [{}])[-1].get("status") == "done":
+            state.discard_attempts(task_dir)     # that result is complete: this run is a new one
+        tries = _begin_attempt(task_dir, fingerprint, job_id, False, log)
+        ctx = _context(exp, name, out, fingerprint)
+        ctx.log, ctx.task, ctx.num_tasks = log, task, tasks
+        record = _base_record(exp, name, job_id, fingerprint)
+        log.info("start %s task %d of %d (kind %s, fingerprint %s, job %s, attempt %d)", name, task, tasks,
+                 stage.kind, fingerprint, job_id or "-", len(tries["attempts"]))
+        started = time.time()
+        with _StopOnSigterm() as stopper, _heartbeat(task_dir / state.ATTEMPTS):
+            try:
+                metrics = registry.get(stage.kind).run(stage.params, ctx) or {}
+                stopper.disarm()
+            except BaseException as err:
+                stopper.disarm()
+                ctx.out_dir = task_dir            # this task's attempt record, not the stage's
+                _end_failed_attempt(exp, name, err, ctx, record, tries, started)
+                raise
+        record.update(_finish(started), status=metrics.pop("status", "done"))
+        record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics}, **ctx.accounting)
+        record.update(_close_attempt(tries, record["status"], record["wall_s"]))
+        state.write_attempts(task_dir, tries)
+    with state.waiting_lock(out / ".finish.lock"):
+        record.update(_all_tasks(out, tasks, job_id, fingerprint))
+        state.atomic_write_text(out / "config.yaml", yaml.safe_dump(
+            resolved_stage_config(exp, name, fingerprint), sort_keys=False))
+        state.atomic_write_json(out / "metrics.json", metrics)
+        state.atomic_write_json(out / "accounting.json", record)
+        state.mark_success(out, fingerprint, record["status"], job_id and array_id(job_id))
+    log.info("%s task %d %s in %.1f s; the stage's tasks took %.1f s in all", name, task, record["status"],
+             record["attempt_wall_s"], record["wall_s"])
+    return record
+
+
+def _all_tasks(out: Path, tasks: int, job_id: str | None, fingerprint: str) -> dict:
+    """The stage's cost over every array task's attempts at this result: wall time summed, every
+    job id."""
+    records = [state.read_attempts(d) for d in sorted((out / "tasks").glob("*"))]
+    attempts = [a for r in records if r.get("fingerprint") == fingerprint for a in r.get("attempts", [])]
+    job_ids = [f"{array_id(job_id)}_{i}" for i in range(tasks)] if job_id and "_" in job_id else []
+    job_ids += [str(a["job_id"]) for a in attempts if a.get("job_id")]
+    return {"wall_s": round(sum(a.get("wall_s") or 0.0 for a in attempts), 3), "array_tasks": tasks,
+            "job_ids": list(dict.fromkeys(job_ids)), "job_id": array_id(job_id) if job_id else None,
+            "attempts": len(attempts)}
 
 
 def check_upstream(exp: Experiment, name: str, fps: dict) -> None:

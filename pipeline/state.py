@@ -254,6 +254,19 @@ class LockedError(RuntimeError):
 
 
 @contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Blocking flock, for short critical sections several processes take in turn (the tasks of
+    a job array writing their shared result). Released by the kernel if the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     """Non-blocking flock: a second holder is refused at once with who holds it.
 

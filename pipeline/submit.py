@@ -112,6 +112,8 @@ def _prepare_rerun(exp: Experiment, executor: Executor, row: dict, live: dict) -
         print(f"[pipeline] {row['stage']}: cancelled its earlier queued job(s) {', '.join(superseded)}")
     if row["why"] == "--force" or row["why"].startswith("upstream "):
         state.discard_attempts(stage_dir)
+        if exp.stages[row["stage"]].resources.array > 1:   # its tasks share the folder: none may clean it
+            state.clean_stage_dir(stage_dir)
 
 
 def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str], poll_s: float = 3.0) -> int:

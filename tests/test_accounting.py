@@ -45,7 +45,7 @@ def test_parse_state():
 
 def test_parse_sacct_job_level_with_steps_and_arrays():
     jobs = parse_sacct(RECORDED)
-    assert set(jobs) == {"6", "12", "20_1", "20_[2-5]"}
+    assert set(jobs) == {"6", "12", "20_1", "20_[2-5]", "20"}
     train = jobs["6"]
     assert train["state"] == "COMPLETED" and train["elapsed_s"] == 8 and train["alloc_cpus"] == 2
     assert train["totalcpu_s"] == pytest.approx(9.988)           # the job line: its steps' sum, counted once
@@ -55,6 +55,17 @@ def test_parse_sacct_job_level_with_steps_and_arrays():
     assert jobs["12"]["maxrss_task_mb"] == pytest.approx(30.25 * 1024)
     assert jobs["20_1"]["state"] == "FAILED" and jobs["20_1"]["maxrss_task_mb"] == 100
     assert jobs["20_[2-5]"]["state"] == "PENDING" and jobs["20_[2-5]"]["maxrss_task_mb"] is None
+    # the array as a whole, under the id a stage records: a failed task is its state; still live
+    array = jobs["20"]
+    assert array["array_tasks"] == ["20_1", "20_[2-5]"] and array["state"] == "FAILED"
+    assert not array["ended"] and array["totalcpu_s"] is None
+    assert array["elapsed_s"] == jobs["20_1"]["elapsed_s"] + jobs["20_[2-5]"]["elapsed_s"]
+
+
+def test_squeue_array_tasks_stand_under_the_array_id():
+    live = parse_squeue("30_0|e.hpo|RUNNING|None\n30_[1-3%2]|e.hpo|PENDING|JobArrayTaskLimit\n31|e.x|PENDING|Dependency")
+    assert live["30"]["state"] == "RUNNING" and live["30_[1-3%2]"]["reason"] == "JobArrayTaskLimit"
+    assert live["31"]["reason"] == "Dependency" and set(live) == {"30", "30_0", "30_[1-3%2]", "31"}
 
 
 def test_sacct_columns_and_cpu_efficiency():

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import submitit
 
-from ..accounting import SACCT_FIELDS, parse_sacct, parse_squeue
+from ..accounting import SACCT_FIELDS, array_id, parse_sacct, parse_squeue
 from ..config import Experiment, mem_mb, time_minutes
 from .base import Executor, Submission
 
@@ -51,19 +51,29 @@ class SlurmExecutor(Executor):
             # One process per task, started by srun; a task that exits with an error ends the step
             # (and the job) instead of leaving the others waiting in a collective.
             params.update(nodes=r.nodes, ntasks_per_node=r.tasks_per_node, srun_args=["--kill-on-bad-exit=1"])
+        if r.array > 1:
+            params.update(array_parallelism=r.array_limit or r.array)
         ex.update_parameters(**params)
         return ex
 
     def submit(self, exp: Experiment, stage: str, after: list[str]) -> Submission:
         exp.log_dir(stage).mkdir(parents=True, exist_ok=True)
-        job = self._executor(exp, stage, after).submit(StageJob(), exp.raw, stage)
-        return Submission(stage, str(job.job_id), Path(job.paths.stdout), "submitted")
+        ex = self._executor(exp, stage, after)
+        tasks = exp.stages[stage].resources.array
+        if tasks == 1:
+            job = ex.submit(StageJob(), exp.raw, stage)
+            return Submission(stage, str(job.job_id), Path(job.paths.stdout), "submitted")
+        with ex.batch():   # one sbatch --array=0-(N-1)%limit; the stage records the array's id
+            jobs = [ex.submit(StageJob(), exp.raw, stage) for _ in range(tasks)]
+        return Submission(stage, array_id(str(jobs[0].job_id)), Path(jobs[0].paths.stdout), "submitted")
 
     def cancel(self, job_ids: list[str]) -> None:
         scancel(job_ids)
 
     def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
         ex = self._executor(exp, stage, after)
+        if exp.stages[stage].resources.array > 1:    # what submitit sets when it submits a batch
+            ex.parameters["map_count"] = exp.stages[stage].resources.array
         # submitit's own renderer: exactly the text `submit` hands to sbatch (minus real job ids).
         return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
 
