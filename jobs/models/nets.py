@@ -1,7 +1,9 @@
-"""The MLP/ConvNet practical's networks (configs/mlp_cnn_practical.yaml), registered by name in
-jobs/models/registry.py: `mlp` (the practical's PyTorch MLP and its tuned variants) and
-`preact_vgg` (its VGG-13-like ConvNet with pre-activation residual blocks). Written here because
-neither torchvision nor timm has them: they are the practical's own layer tables."""
+"""The project's own networks, registered by name in jobs/models/registry.py: the MLP/ConvNet
+practical's `mlp` (its PyTorch MLP and tuned variants) and `preact_vgg` (its VGG-13-like ConvNet
+with pre-activation residual blocks), and `search_cnn` (the CIFAR-100 search's CNN, its depth,
+width, dropout and normalisation constructor arguments). Written here because neither
+torchvision nor timm has them: they are the practical's own layer tables, and a CNN whose shape a
+search space sets."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -90,3 +92,49 @@ class PreActVGG(nn.Module):
 
     def forward(self, x):           # (N, C, H, W) -> (N, classes)
         return self.head(self.pool(self.features(x)).flatten(1))
+
+
+CONV_NORMS = ("batch", "group", "layer", "none")
+
+
+def conv_norm(kind: str, channels: int) -> nn.Module:
+    """A normalisation over conv feature maps (N, C, H, W): batch, group (8 groups, or fewer when
+    C is small), layer (one group: LayerNorm over C, H, W) or none."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+class SearchCNN(nn.Module):
+    """`search_cnn`: the hyper-parameter search's CNN (configs/cifar100_hpo.yaml), every size a
+    constructor argument so that a search space can set it: `depth` stages of two 3x3 conv ->
+    norm -> ReLU, a 2x2 max-pool after each of the first three, channels `width` doubling per
+    stage up to 8 x width; global average pool, dropout, Linear `head`."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, depth: int = 3, width: int = 32,
+                 dropout: float = 0.0, norm: str = "batch"):
+        super().__init__()
+        if norm not in CONV_NORMS:
+            raise ValueError(f"search_cnn: norm {norm!r}; valid choices: {', '.join(CONV_NORMS)}")
+        if not 1 <= depth <= 6 or width < 1 or not 0 <= dropout < 1:
+            raise ValueError(f"search_cnn: depth {depth} (1..6), width {width} (>= 1), dropout {dropout} ([0, 1))")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage in range(depth):
+            out = width * 2 ** min(stage, 3)
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=norm == "none"), conv_norm(norm, out),
+                           nn.ReLU(inplace=True)]
+                channels = out
+            if stage < 3:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x):           # (N, C, H, W) -> (N, classes)
+        return self.head(self.pool(self.features(x)))

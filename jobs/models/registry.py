@@ -23,7 +23,7 @@ from torch import nn
 from pipeline.state import atomic_path, atomic_write_json
 
 from jobs.data.files import MANIFEST, sha256
-from jobs.models.nets import MLP, PreActVGG
+from jobs.models.nets import MLP, PreActVGG, SearchCNN
 from jobs.models.spec import SOURCES, ModelSpec
 
 _LOG = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 # The project's own networks by name: name -> factory(num_classes, **kwargs) -> nn.Module.
-PROJECT_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "mlp": MLP, "preact_vgg": PreActVGG}
+PROJECT_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "mlp": MLP, "preact_vgg": PreActVGG,
+                                                        "search_cnn": SearchCNN}
 
 
 def register_model(name: str):

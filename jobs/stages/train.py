@@ -73,6 +73,14 @@ def model_channels(spec: ModelSpec) -> int:
 
 @register("train", TrainStageParams, several_processes=True)   # data parallel: jobs/training/distributed.py
 def run(p: TrainStageParams, ctx: StageContext) -> dict:
+    return fit_model(p, ctx)
+
+
+def fit_model(p: TrainStageParams, ctx: StageContext, on_epoch=None, train_on_val: bool = False) -> dict:
+    """What kind `train` does, also for the search's trials and its retrain (jobs/stages/search.py):
+    build, fit, write outputs and accounting into ctx.out_dir; the metrics. `on_epoch` goes to the
+    loop (a trial's pruning); `train_on_val` trains on train + val and returns the final epoch's
+    test accuracy (the val numbers are then of seen images, not a measure)."""
     import torch
 
     from jobs.data.files import load_split
@@ -88,6 +96,9 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
     ctx.log.info("determinism: %s", facts["determinism"])
     arrays = load_split(ctx, p.data_stage)
     data = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "classes"}
+    if train_on_val:
+        data["x_train"] = torch.cat([data["x_train"], data["x_val"]])
+        data["y_train"] = torch.cat([data["y_train"], data["y_val"]])
     classes = [str(c) for c in arrays["classes"]]
     model, summaries, meta = build(p, ctx, data["x_train"], len(classes), facts)
     meta["classes"] = classes
@@ -97,14 +108,16 @@ def run(p: TrainStageParams, ctx: StageContext) -> dict:
         write_sample_grid(ctx, meta, p.augment, data, classes)
     trainable, total = count_params(model)
     ctx.log.info("params: trainable %s of %s (%.1f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    run_state, mode = train_model(model, data, prepare, p, ctx, meta)
+    run_state, mode = train_model(model, data, prepare, p, ctx, meta, on_epoch)
     history = run_state["history"]
     facts.update(summaries=summaries, mode=mode, trainable=trainable, total=total, classes=classes)
     per_epoch = p.steps_per_epoch * p.batch_size or len(data["y_train"])    # samples one epoch draws
     if ctx.is_main:                  # with several processes, rank 0 writes; the others computed alike
         _write_outputs(ctx, p, run_state, facts)
         _record(ctx, p, run_state, mode, per_epoch, trainable, total, meta["resolution"])
-    return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"], "epochs_run": len(history),
+    test = final_test_accuracy(model, data, prepare, p, ctx, meta) if train_on_val else {}
+    return {**test, "val_acc": None if train_on_val else run_state["best_acc"], "best_epoch": run_state["best_epoch"],
+            "epochs_run": len(history),
             "val_acc_per_epoch": [round(h["val_acc"], 4) for h in history],
             "train_val_gap": [round(h["train_acc"] - h["val_acc"], 4) for h in history],
             "early_stop_epoch": run_state.get("early_stop_epoch"), "trainable_params": trainable,
@@ -119,7 +132,21 @@ def check_staged_weights(ctx: StageContext, stage: str) -> None:
     verify_manifest(ctx.cache_dir, stage)
 
 
-def train_model(model, data: dict, prepare, p: TrainStageParams, ctx: StageContext, meta: dict):
+def final_test_accuracy(model, data: dict, prepare, p: TrainStageParams, ctx: StageContext, meta: dict) -> dict:
+    """The final epoch's model on the test split; best.pt becomes that model (trained on train +
+    val there is no held-out epoch to pick), so evaluate stages read what was measured."""
+    from jobs.training.loop import BEST_CHECKPOINT, evaluate, resolve_device, save_atomic
+    device = resolve_device(ctx.device)
+    model.to(device)
+    test = evaluate(model, data["x_test"], data["y_test"], prepare, device, p)
+    if ctx.is_main:
+        save_atomic(ctx.out_dir / BEST_CHECKPOINT, {"model": model.state_dict(), "epoch": p.epochs, "val_acc": None,
+                                                    "test_acc": test["acc"], "meta": meta})
+    ctx.log.info("final model on the test split (%d images): acc %.2f%%", len(data["y_test"]), 100 * test["acc"])
+    return {"test_acc": test["acc"], "test_loss": test["loss"]}
+
+
+def train_model(model, data: dict, prepare, p: TrainStageParams, ctx: StageContext, meta: dict, on_epoch=None):
     """fit on the full forward, or the head alone on cached backbone features when that computes
     the same (jobs/training/features.py); returns (run state, mode) and logs the mode and why."""
     from jobs.training.features import CACHED, FULL, cache_blocker, fit_head_on_features
@@ -128,9 +155,9 @@ def train_model(model, data: dict, prepare, p: TrainStageParams, ctx: StageConte
     if not blocker:
         ctx.log.info("training mode %s: only the head trains on fixed inputs, so the backbone's features are "
                      "computed once", CACHED)
-        return fit_head_on_features(model, data, prepare, p, ctx, meta), CACHED
+        return fit_head_on_features(model, data, prepare, p, ctx, meta, on_epoch), CACHED
     ctx.log.info("training mode %s: %s", FULL, blocker)
-    return fit(model, data, prepare, p, ctx, meta=meta), FULL
+    return fit(model, data, prepare, p, ctx, meta=meta, on_epoch=on_epoch), FULL
 
 
 def _write_outputs(ctx: StageContext, p: TrainStageParams, run_state: dict, facts: dict) -> None:

@@ -82,7 +82,7 @@ def extract_features(backbone: nn.Module, x: torch.Tensor, prepare: Prepare, dev
 
 
 def fit_head_on_features(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams,
-                         ctx, meta: dict) -> dict:
+                         ctx, meta: dict, on_epoch=None) -> dict:
     """Backbone features of train and val once, then the shared loop trains the head on them;
     best.pt holds the whole model (with the head's best epoch), as a full forward run writes it."""
     device = resolve_device(ctx.device)
@@ -94,5 +94,5 @@ def fit_head_on_features(model: nn.Module, data: dict[str, torch.Tensor], prepar
     ctx.log.info("cached backbone features: train %s, val %s (head %s's input) in %.1f s",
                  tuple(features["x_train"].shape), tuple(features["x_val"].shape), head_path, seconds)
     head_data = {**features, "y_train": data["y_train"], "y_val": data["y_val"]}
-    run = fit(head, head_data, identity, p, ctx, meta=meta, best_model=model)
+    run = fit(head, head_data, identity, p, ctx, meta=meta, best_model=model, on_epoch=on_epoch)
     return {**run, "feature_seconds": round(seconds, 3)}

@@ -244,23 +244,26 @@ def _to_device(xb, yb, prepare: Prepare, device, p: TrainParams, training: bool)
 
 
 def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams, ctx,
-        trainable=None, meta: dict | None = None, best_model: nn.Module | None = None) -> dict:
+        trainable=None, meta: dict | None = None, best_model: nn.Module | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train with per-epoch checkpoints; resume from ctx.checkpoint_path when it matches this run.
 
     data: x_train, y_train, x_val, y_val (uint8 images, int64 labels; or features, with an
     identity `prepare`). Returns the history and the best epoch; the best weights (with `meta`,
     what an evaluation needs to rebuild the model) are in ctx.out_dir / "best.pt": those of
     `best_model` when given (the whole network around a head trained on cached features).
+    `on_epoch(epoch, history entry)` runs after each epoch's checkpoint is written: a search
+    reports the epoch's val numbers to its pruner there, and may stop the run by raising.
     """
     from jobs.training.distributed import setup, teardown
     dist = setup(ctx, p.dist_timeout_s)
     try:
-        return _fit(model, data, prepare, p, ctx, trainable, meta, best_model, dist)
+        return _fit(model, data, prepare, p, ctx, trainable, meta, best_model, dist, on_epoch)
     finally:
         teardown(dist)
 
 
-def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model, dist: Dist) -> dict:
+def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model, dist: Dist, on_epoch) -> dict:
     from jobs.training.distributed import wrap
     device = resolve_device(ctx.device)
     if device.type == "cuda" and dist.active:
@@ -287,7 +290,8 @@ def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model,
         val["loss"], val["acc"] = dist.from_main(val["loss"], val["acc"])   # one decision on every rank
         run["history"].append({"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
                                "val_loss": val["loss"], "val_acc": val["acc"], "lr": sched.get_last_lr()[0],
-                               "img_per_s": train["img_per_s"], "seconds": train["seconds"]})
+                               "img_per_s": train["img_per_s"], "seconds": train["seconds"],
+                               "samples": p.steps_per_epoch * p.batch_size or len(data["y_train"])})
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
             if dist.is_main:
@@ -302,6 +306,8 @@ def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model,
         ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
                      "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
                      100 * val["acc"], sched.get_last_lr()[0], train["img_per_s"])
+        if on_epoch is not None:
+            on_epoch(epoch, run["history"][-1])
         if stop:
             ctx.log.info("early stop at epoch %d: no better val acc for %d epochs", epoch, p.patience)
             break

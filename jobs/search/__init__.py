@@ -1,0 +1,1 @@
+"""Hyper-parameter search (Optuna): jobs/search/hpo.py."""
