@@ -51,6 +51,10 @@ def render(exp: Experiment, config_arg: str, overrides: list[str] = ()) -> str:
         f"# (srun; sacct accounts each apart). Submit from the repo root: sbatch sbatch/{exp.name}.sbatch",
         f"# Log: logs/{exp.name}-<jobid>.out (slurm-<jobid>.out names it).",
     ]
+    arrays = [f"{s.name} ({s.resources.array} tasks)" for s in exp.stages.values() if s.resources.array > 1]
+    if arrays:
+        lines.append(f"# Job arrays under `submit`: {', '.join(arrays)}; in this one allocation each runs as a "
+                     "single task.")
     for key, value in allocation(exp).items():
         if value is True:
             lines.append(f"#SBATCH --{key}")

@@ -34,7 +34,8 @@ class HpoParams(TrainStageParams):
     pruner: Literal["median", "hyperband", "none"] = "median"
     startup_trials: int = field(default=5, metadata={
         "min": 0, "help": "trials TPE draws at random, and the median pruner waits for, before they judge"})
-    warmup_epochs: int = field(default=1, metadata={"min": 0, "help": "median pruner: epochs never pruned"})
+    prune_after_epochs: int = field(default=1, metadata={
+        "min": 0, "help": "median pruner: a trial is never pruned in its first N epochs"})
     heartbeat_s: float = field(default=10.0, metadata={"min": 0.1, "help": "a running trial's heartbeat period"})
     stale_after_s: float = field(default=120.0, metadata={
         "min": 1.0, "help": "a RUNNING trial without a heartbeat for this long is failed and retried"})
@@ -82,7 +83,7 @@ def with_values(base: TrainStageParams, values: dict[str, Any]) -> TrainStagePar
 def settings_of(p: HpoParams, ctx: StageContext):
     from jobs.search.hpo import SearchSettings
     return SearchSettings(n_trials=p.n_trials, direction=p.direction, sampler=p.sampler, pruner=p.pruner,
-                          startup_trials=p.startup_trials, warmup_epochs=p.warmup_epochs, max_epochs=p.epochs,
+                          startup_trials=p.startup_trials, warmup_epochs=p.prune_after_epochs, max_epochs=p.epochs,
                           seed=ctx.seed, heartbeat_s=p.heartbeat_s, stale_after_s=p.stale_after_s,
                           poll_s=min(2.0, p.heartbeat_s))
 
