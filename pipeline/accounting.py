@@ -221,6 +221,7 @@ def stage_usage(jobs: dict[str, dict], job_ids: Iterable[str], step_name: str | 
                 step_id: str | None = None) -> dict | None:
     """What one stage cost, over every job that ran an attempt of it (see `_stage_parts`)."""
     ids = [j for j in dict.fromkeys(str(j) for j in job_ids if j) if j in jobs]
+    ids = [j for j in ids if "_" not in j or array_id(j) not in ids]     # an array counts its tasks once
     parts = []
     for i, job in enumerate(ids):
         parts += _stage_parts(jobs[job], step_name, step_id if i == len(ids) - 1 else None)

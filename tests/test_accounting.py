@@ -60,6 +60,8 @@ def test_parse_sacct_job_level_with_steps_and_arrays():
     assert array["array_tasks"] == ["20_1", "20_[2-5]"] and array["state"] == "FAILED"
     assert not array["ended"] and array["totalcpu_s"] is None
     assert array["elapsed_s"] == jobs["20_1"]["elapsed_s"] + jobs["20_[2-5]"]["elapsed_s"]
+    # a stage of an array records the array and its tasks: each task counted once
+    assert stage_usage(jobs, ["20_1", "20_[2-5]", "20"])["attempts"] == 2
 
 
 def test_squeue_array_tasks_stand_under_the_array_id():

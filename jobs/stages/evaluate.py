@@ -122,7 +122,7 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
         scores[row.name] = score(row.probs, y, classes)
         write_row_files(ctx, p.split, row.name, scores[row.name], classes)
     stages = p.model_stages + p.scored_stages
-    best = max(stages, key=lambda s: models[s]["val_acc"])
+    best = max(stages, key=lambda s: -1.0 if models[s]["val_acc"] is None else models[s]["val_acc"])
     for name in ROW_FILES:
         with atomic_path(ctx.out_dir / name) as tmp:             # a killed stage leaves no half copy
             shutil.copyfile(ctx.out_dir / "models" / best / name, tmp)
@@ -183,7 +183,9 @@ def model_rows(p: EvaluateParams, ctx: StageContext, arrays: dict, classes: list
         if p.tta:
             rows.append(Row(stage + FLIP, "model", True, [stage], predict(x, flip=True)))
             images += 2 * len(x)                                  # the image and its mirror
-        models[stage] = {"val_acc": float(best["val_acc"]), "best_epoch": int(best["epoch"]),
+        # val_acc is None for a model trained on train + val (kind retrain): no held-out val score
+        val_acc = None if best.get("val_acc") is None else float(best["val_acc"])
+        models[stage] = {"val_acc": val_acc, "best_epoch": int(best["epoch"]),
                          "regime": meta.get("regime", "")}
         if "val_weighted" in p.ensembles:
             val_probs = plain if p.split == "val" else predict(arrays["x_val"])

@@ -115,13 +115,14 @@ def fit_model(p: TrainStageParams, ctx: StageContext, on_epoch=None, train_on_va
     if ctx.is_main:                  # with several processes, rank 0 writes; the others computed alike
         _write_outputs(ctx, p, run_state, facts)
         _record(ctx, p, run_state, mode, per_epoch, trainable, total, meta["resolution"])
-    test = final_test_accuracy(model, data, prepare, p, ctx, meta) if train_on_val else {}
-    return {**test, "val_acc": None if train_on_val else run_state["best_acc"], "best_epoch": run_state["best_epoch"],
-            "epochs_run": len(history),
+    counts = {"epochs_run": len(history), "early_stop_epoch": run_state.get("early_stop_epoch"),
+              "trainable_params": trainable, "total_params": total, "probe_mode": mode}
+    if train_on_val:     # val images were trained on: no val numbers, the test split's instead
+        return {**final_test_accuracy(model, data, prepare, p, ctx, meta), "val_acc": None,
+                "best_epoch": len(history), **counts}
+    return {"val_acc": run_state["best_acc"], "best_epoch": run_state["best_epoch"],
             "val_acc_per_epoch": [round(h["val_acc"], 4) for h in history],
-            "train_val_gap": [round(h["train_acc"] - h["val_acc"], 4) for h in history],
-            "early_stop_epoch": run_state.get("early_stop_epoch"), "trainable_params": trainable,
-            "total_params": total, "probe_mode": mode}
+            "train_val_gap": [round(h["train_acc"] - h["val_acc"], 4) for h in history], **counts}
 
 
 def check_staged_weights(ctx: StageContext, stage: str) -> None:
