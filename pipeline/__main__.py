@@ -22,8 +22,16 @@ def _load(args) -> config_mod.Experiment:
 def cmd_submit(args) -> int:
     from .executors import make_executor
     from .submit import submit
+    from .variants import expand, load_variants
     exp = _load(args)  # validate everything before anything is submitted
+    variants, limit = expand(exp, args.sweep or [], args.variant or "", args.set or [])
     executor = make_executor(args.executor, dry_run=args.dry_run)
+    if variants:
+        from .submit import submit_variants
+        exps = load_variants(args.config or config_mod.default_config_path(), args.set or [], variants)
+        print(f"[pipeline] {len(exps)} variant(s) of {exp.name!r}: {', '.join(e.variant for e in exps)}")
+        return submit_variants(exps, executor, args.stages, force=args.force, dry_run=args.dry_run, limit=limit,
+                               wait=args.wait)
     return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain,
                   wait=args.wait)
 
@@ -60,14 +68,21 @@ def _requeue_on_usr1() -> None:
 
 def cmd_status(args) -> int:
     from .status import stage_states
-    rows = stage_states(_load(args))
+    from .variants import EXPERIMENT_WIDE_KINDS, recorded_experiments
+    exp = _load(args)
+    rows = [{**r, "variant": ""} for r in stage_states(exp)]
+    for variant in recorded_experiments(exp):      # every variant submitted so far, after the plain run
+        wide = {s for s, st in variant.stages.items() if st.kind in EXPERIMENT_WIDE_KINDS}   # in the plain rows
+        rows += [{**r, "variant": variant.variant} for r in stage_states(variant) if r["stage"] not in wide]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    table = [("stage", "state", "job id", "elapsed", "log", "detail")]
+    with_variants = any(r["variant"] for r in rows)
+    table = [("stage", *(("variant",) if with_variants else ()), "state", "job id", "elapsed", "log", "detail")]
     for r in rows:
         elapsed = f"{r['elapsed_s']:.0f}s" if r["elapsed_s"] is not None else "-"
-        table.append((r["stage"], r["state"], r["job_id"] or "-", elapsed, r["log"] or "-", r["reason"] or ""))
+        table.append((r["stage"], *((r["variant"] or "-",) if with_variants else ()), r["state"], r["job_id"] or "-",
+                      elapsed, r["log"] or "-", r["reason"] or ""))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -104,7 +119,9 @@ def cmd_report(args) -> int:
 
 def cmd_reconcile(args) -> int:
     from .status import reconcile
-    messages = reconcile(_load(args))
+    from .variants import recorded_experiments
+    exp = _load(args)
+    messages = reconcile(exp) + [f"variant {v.variant}: {m}" for v in recorded_experiments(exp) for m in reconcile(v)]
     print("\n".join(messages) if messages else "nothing to reconcile: no job waits on a failed dependency")
     return 0
 
@@ -171,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="say why each stage will or will not run")
     p.add_argument("--wait", action="store_true", help="SLURM: stay until the jobs end, then print states "
                    "and refresh the report (default: return at once)")
+    p.add_argument("--variant", metavar="NAME", help="keep this run's results beside the others, as variant NAME "
+                   "(its --set values); with --sweep, a prefix of the variants' names")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="one variant per value (repeatable: every combination), e.g. --sweep stages.train.lr=0.1,0.01; "
+                        "a stage's variants go to SLURM as one job array")
     p.set_defaults(fn=cmd_submit)
 
     p = common(sub.add_parser("run", help="run stages in this process (what jobs execute)"))

@@ -19,7 +19,7 @@ from typing import Iterable
 # column names it owns, whatever stage fills them (tests/test_architecture.py keeps it so).
 METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1")
 COLUMNS = (
-    "experiment", "stage", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
+    "experiment", "stage", "variant", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
     "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
     "trainable_params", "total_params", "wall_s", "gpu_hours", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
     *METRIC_COLUMNS, "seed", "config_hash", "git_rev",

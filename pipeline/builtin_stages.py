@@ -14,10 +14,10 @@ class ReportParams:
     """No parameters: writes results/efficiency.csv and results/report.md."""
 
 
-@register("report", ReportParams)
+@register("report", ReportParams, needs_order_only=True)
 def run_report(p: ReportParams, ctx: StageContext) -> dict:
     from .report import write_report
-    results = ctx.out_dir.parent.parent
+    results = ctx.out_dir.parent.parent      # results/<experiment>/<this stage>
     csv_path, md_path = write_report(results, [ctx.experiment])
     ctx.log.info("wrote %s and %s (run `python -m pipeline report` again after the last job ends "
                  "to add this stage's own row and final sacct states)", csv_path, md_path)

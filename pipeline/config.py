@@ -107,13 +107,15 @@ class Experiment:
     stages: dict[str, Stage]
     source: str
     raw: dict                # merged + overridden plain data, paths absolute: round-trips
+    variant: str = ""        # a variant of the experiment (pipeline/variants.py); "" = as run plainly
+    dirs: dict[str, Path] = field(default_factory=dict)   # a variant's stage folders (shared or its own)
 
     @property
     def results_dir(self) -> Path:
         return Path(self.paths.results) / self.name
 
     def stage_dir(self, stage: str) -> Path:
-        return self.results_dir / stage
+        return self.dirs.get(stage) or self.results_dir / stage
 
     def log_dir(self, stage: str) -> Path:
         return Path(self.paths.logs) / self.name / stage
@@ -131,6 +133,11 @@ class _Top:  # the top-level keys of a merged experiment file
     signal_delay_s: int = field(default=120, metadata={"min": 0})
     stage_modules: list[str] = field(default_factory=lambda: ["jobs"])
     default_experiment: Optional[str] = None
+    sweep: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "variants to run side by side: {mode: grid|zip, values: {key: [v1, v2]}, limit: N} "
+                "(pipeline/variants.py)"})
+    variant: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "set by `submit --variant/--sweep`: this variant's name, changed values and folders"})
 
 
 def defaults_path(config_path: Path) -> Path:
@@ -180,8 +187,9 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
         raise ConfigError("stages", "an experiment needs at least one stage")
     from .dag import check_graph  # the DAG checks live with the DAG code
     check_graph(stages)
+    dirs = {s: Path(d) for s, d in (top.variant.get("dirs") or {}).items()}
     return Experiment(top.name, top.seed, top.description, top.paths, top.setup, base_resources,
-                      top.signal_delay_s, top.stage_modules, stages, source, raw)
+                      top.signal_delay_s, top.stage_modules, stages, source, raw, top.variant.get("name", ""), dirs)
 
 
 def resolved_stage_config(exp: Experiment, name: str, fingerprint: str, index: int | None = None) -> dict:

@@ -27,6 +27,7 @@ class StageKind:
     module: str
     several_processes: bool = False   # may run as nodes x tasks processes (ctx.rank, ctx.world_size)
     array_tasks: bool = False         # may run as a job array of independent tasks (ctx.task, ctx.num_tasks)
+    needs_order_only: bool = False    # `needs` only orders it (report: it reports on whatever is there)
 
     def code_version(self) -> str:
         """Hash of the kind's module and every project module it imports, transitively: a change
@@ -114,18 +115,21 @@ class UpstreamError(RuntimeError):
                          f"marked corrupt: rerun it and what follows with `python -m pipeline submit all`")
 
 
-def register(kind: str, params: type, several_processes: bool = False, array_tasks: bool = False):
+def register(kind: str, params: type, several_processes: bool = False, array_tasks: bool = False,
+             needs_order_only: bool = False):
     """Decorator: `@register("train", TrainParams) def run(p, ctx): ...`. `several_processes`:
     the kind may run as several processes (resources nodes x tasks, or gpus > 1), each calling
     it with its own ctx.rank; it must let rank 0 alone write (ctx.is_main). `array_tasks`: it may
     run as a job array (resources.array), each task an independent job calling it with its own
     ctx.task on the same out_dir; it returns only once the shared work is complete, and every
-    task returns the same metrics (whichever ends first marks the stage done)."""
+    task returns the same metrics (whichever ends first marks the stage done). `needs_order_only`:
+    its `needs` only say when it runs, it reads nothing of them (the report, which a sweep runs once
+    after every variant, done or failed)."""
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"params for stage kind {kind!r} must be a dataclass")
 
     def deco(fn):
-        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__, several_processes, array_tasks)
+        _KINDS[kind] = StageKind(kind, fn, params, fn.__module__, several_processes, array_tasks, needs_order_only)
         return fn
     return deco
 

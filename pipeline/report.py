@@ -14,7 +14,7 @@ from .accounting import COLUMNS, ENDED_STATES, METRIC_COLUMNS, gpu_hours, sacct_
 from .executors.slurm import query_sacct
 
 # report.md's table per experiment: these, with the metric columns its stages filled in between.
-SUMMARY_HEAD = ("stage", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s", "throughput_per_s")
+SUMMARY_HEAD = ("stage", "variant", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s", "throughput_per_s")
 SUMMARY_TAIL = ("sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_cpu_eff", "sacct_maxrss_task_mb",
                 "sacct_maxrss_step_mb")
 # A folder under results/<exp>/ is a stage's when the engine wrote one of these into it.
@@ -30,6 +30,8 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
     records = []
     for stage_dir in _stage_dirs(exp_dir):
         records += _stage_records(stage_dir, experiment)
+    for stage_dir in _variant_dirs(results, experiment):     # each run once: the variant that owns it
+        records += [{**r, "variant": stage_dir.parent.name} for r in _stage_records(stage_dir, experiment) if r]
     records = [r for r in records if r]
     sacct, why = query_sacct(j for r in records for j in _job_ids(r))
     rows = []
@@ -39,8 +41,16 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
         row = {**rec, **sacct_columns(usage), "gpu_hours": gpu_hours(rec)}
         rows.append({c: row.get(c) for c in COLUMNS})
     order = _stage_order(exp_dir)
-    rows.sort(key=lambda r: order.get(str(r["stage"]).split(":")[0], len(order)))
+    rows.sort(key=lambda r: (order.get(str(r["stage"]).split(":")[0], len(order)), r.get("variant") or ""))
     return rows, why
+
+
+def _variant_dirs(results: Path, experiment: str) -> list[Path]:
+    """The stage folders of the recorded variants that are their own (results/<exp>/variants/...)."""
+    from .variants import recorded
+    own = Path(results) / experiment / "variants"
+    dirs = {Path(d) for index in recorded(results, experiment) for d in index["dirs"].values()}
+    return sorted(d for d in dirs if own in d.parents and d.is_dir())
 
 
 def _stage_dirs(exp_dir: Path) -> list[Path]:
@@ -102,7 +112,8 @@ def _stage_order(exp_dir: Path) -> dict[str, int]:
     (older ones hold the whole experiment, in order)."""
     import yaml
     order: dict[str, int] = {}
-    for path in sorted(exp_dir.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime):
+    found = [*exp_dir.glob("*/config.yaml"), *exp_dir.glob("variants/*/*/config.yaml")]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime):
         with contextlib.suppress(Exception):
             resolved = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
             if "stage_index" in resolved:
@@ -149,8 +160,13 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
         out.append(f"- `{r['stage']}` was skipped: {r.get('skip_reason')}")
     for r in rows:
         fragment = results / experiment / str(r["stage"]) / "report.md"
-        if fragment.exists():
+        if fragment.exists() and not r.get("variant"):      # variants: the comparison below
             out.append(_relink(fragment.read_text(), f"{experiment}/{r['stage']}"))
+    from .variants import recorded
+    indexes = recorded(results, experiment)
+    if indexes:
+        from .variant_report import write_comparison
+        out.append(write_comparison(results, experiment, indexes))
     return "\n".join(out) + "\n"
 
 

@@ -57,7 +57,8 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     """
     stage = exp.stages[name]
     fps = fps or state.fingerprints(exp)
-    check_upstream(exp, name, fps)
+    if not registry.get(stage.kind).needs_order_only:
+        check_upstream(exp, name, fps)
     out = exp.stage_dir(name)
     if stage.resources.array > 1:
         return _run_array_task(exp, name, out, fps[name], fresh, job_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 
 from . import state
 from .config import Experiment
@@ -163,3 +164,172 @@ def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+# ---- variants and sweeps (pipeline/variants.py): one submit, several variants side by side ----
+
+def submit_variants(exps: list[Experiment], executor: Executor, targets: list[str], force: bool = False,
+                    dry_run: bool = False, limit: int = 0, wait: bool = False) -> int:
+    """Submit the variants of one experiment. A stage folder that several variants share runs
+    once; the runs of one stage with the same resources go to SLURM as one job array, task i
+    waiting with aftercorr for task i of an upstream array when the tasks match one to one (else
+    afterok on the upstream jobs): a failed variant stops only its own later stages. The
+    experiment-wide stages (the report) run once at the end, after every variant, done or not."""
+    from .variants import EXPERIMENT_WIDE_KINDS, write_index
+    lock = contextlib.nullcontext() if dry_run else \
+        state.exclusive_lock(exps[0].results_dir / ".submit.lock", f"a submit of experiment {exps[0].name!r}")
+    with lock:
+        live = query_squeue([j for e in exps for j in _recorded_job_ids(e)]) if executor.name == "slurm" else {}
+        runs = _plan_runs(exps, targets, force, live, EXPERIMENT_WIDE_KINDS)
+        todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
+        problems = executor.check(exps[0], sorted({r["stage"] for r in todo}))
+        if problems:
+            raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
+                              exps[0].source)
+        if not dry_run:
+            for exp in exps:
+                write_index(exp)
+        job_of = {folder: str(r["row"]["job_id"]) for folder, r in runs.items() if r["row"]["action"] == "queued"}
+        submitted: list[str] = []
+        for stage in _stage_order(exps[0]):
+            for group in _array_groups([r for r in todo if r["stage"] == stage], executor.name):
+                submitted += _submit_group(group, executor, job_of, live, limit, dry_run)
+        wide = [s for s in _stage_order(exps[0]) if exps[0].stages[s].kind in EXPERIMENT_WIDE_KINDS
+                and s in select(exps[0].stages, targets)]
+        for stage in wide if (submitted or force) else []:
+            run = {"stage": stage, "exp": exps[0], "folder": exps[0].stage_dir(stage), "variants": ["(all)"],
+                   "row": {"stage": stage, "action": "submit", "why": "after every variant",
+                           "fingerprint": state.fingerprints(exps[0])[stage]}}
+            dependency = "afterany:" + ":".join(dict.fromkeys(j.split("_")[0] for j in submitted)) if submitted \
+                and executor.name == "slurm" else None
+            runs[run["folder"]] = run
+            submitted += _submit_one(run, executor, [], dependency, live, dry_run)
+        _print_variant_table(runs, dry_run)
+    if dry_run:
+        return 0
+    if wait and executor.name == "slurm":
+        return _wait_variants(exps)
+    return 1 if any(r["row"].get("state") in ("failed", "never-run") for r in runs.values()) else 0
+
+
+def _stage_order(exp: Experiment) -> list[str]:
+    from .dag import topological_order
+    return topological_order(exp.stages)
+
+
+def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: dict, wide_kinds) -> dict:
+    """Folder -> the run of one stage that one or more variants share (the first variant's row)."""
+    runs: dict = {}
+    for exp in exps:
+        for row in plan(exp, targets, force, live):
+            if exp.stages[row["stage"]].kind in wide_kinds:
+                continue
+            folder = exp.stage_dir(row["stage"])
+            run = runs.setdefault(folder, {"stage": row["stage"], "exp": exp, "folder": folder, "row": row,
+                                           "variants": []})
+            run["variants"].append(exp.variant)
+    return runs
+
+
+def _array_groups(runs: list[dict], executor_name: str) -> list[list[dict]]:
+    """Runs of one stage that can be one job array: same resources, not themselves an array."""
+    from .schema import to_dict
+    if executor_name != "slurm":
+        return [[r] for r in runs]
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        res = r["exp"].stages[r["stage"]].resources
+        key = repr(to_dict(res)) if res.array == 1 else f"own:{r['folder']}"
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def _dependency(group: list[dict], job_of: dict[Path, str]) -> tuple[list[str], str | None]:
+    """(afterok job ids, SLURM dependency) of a group: aftercorr on an upstream array whose task
+    i is this group's run i's upstream, for every run; afterok on every other upstream job."""
+    after: list[str] = []
+    corr: list[str] = []
+    for need in group[0]["exp"].stages[group[0]["stage"]].needs:
+        ups = [job_of.get(r["exp"].stage_dir(need)) for r in group]
+        arrays = {u.split("_")[0] for u in ups if u}
+        if len(group) > 1 and all(ups) and len(arrays) == 1 and ups == [f"{next(iter(arrays))}_{i}"
+                                                                           for i in range(len(group))]:
+            corr += list(arrays)
+        else:
+            after += [u for u in ups if u]
+    after = list(dict.fromkeys(after))
+    parts = (["afterok:" + ":".join(after)] if after else []) + [f"aftercorr:{a}" for a in dict.fromkeys(corr)]
+    return after, ",".join(parts) or None
+
+
+def _submit_group(group: list[dict], executor: Executor, job_of: dict, live: dict, limit: int,
+                  dry_run: bool) -> list[str]:
+    after, dependency = _dependency(group, job_of)
+    if len(group) == 1:
+        return _submit_one(group[0], executor, after, dependency, live, dry_run, job_of)
+    stage = group[0]["stage"]
+    if dry_run:
+        for i, r in enumerate(group):
+            job_of[r["folder"]] = f"<array of {stage}>_{i}"
+        print(f"----- {stage}: one job array of {len(group)} tasks ({', '.join(r['exp'].variant for r in group)}), "
+              f"dependency {dependency or 'none'} -----\n{executor.script(group[0]['exp'], stage, after)}")
+        return []
+    for r in group:
+        _prepare_rerun(r["exp"], executor, r["row"], live)
+    try:
+        subs = executor.submit_array([r["exp"] for r in group], stage, dependency, limit)
+    except Exception as err:  # noqa: BLE001 - one line, as a single submission says it
+        raise SubmitError(f"stage {stage!r} (a job array of {len(group)} variants) could not be submitted: "
+                          f"{str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}") from err
+    for r, sub in zip(group, subs):
+        _record(r, sub, executor, after, job_of)
+    return [s.job_id for s in subs]
+
+
+def _submit_one(run: dict, executor: Executor, after: list[str], dependency: str | None, live: dict,
+                dry_run: bool, job_of: dict | None = None) -> list[str]:
+    if dry_run:
+        if job_of is not None:
+            job_of[run["folder"]] = f"<job of {run['stage']}>"
+        print(f"----- {run['stage']} ({', '.join(run['variants'])}): {executor.name} submission -----\n"
+              f"{executor.script(run['exp'], run['stage'], after)}")
+        return []
+    _prepare_rerun(run["exp"], executor, run["row"], live)
+    try:
+        sub = executor.submit(run["exp"], run["stage"], after, dependency)
+    except Exception as err:  # noqa: BLE001
+        raise SubmitError(f"stage {run['stage']!r} could not be submitted: {err}") from err
+    _record(run, sub, executor, after, job_of if job_of is not None else {})
+    return [sub.job_id]
+
+
+def _record(run: dict, sub, executor: Executor, after: list[str], job_of: dict) -> None:
+    job_of[run["folder"]] = sub.job_id
+    run["row"].update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
+    state.write_job_record(run["folder"], {
+        "job_id": sub.job_id, "executor": executor.name, "log": str(sub.log), "variant": run["exp"].variant,
+        "fingerprint": run["row"]["fingerprint"], "state": sub.state, "after": after, "cached": False})
+
+
+def _print_variant_table(runs: dict, dry_run: bool) -> None:
+    lines = [("stage", "variants", "action", "job id", "folder")]
+    for r in runs.values():
+        row = r["row"]
+        action = row.get("state") if row.get("state") in ("done", "failed", "never-run") else row["action"]
+        lines.append((r["stage"], ",".join(v or "-" for v in r["variants"]),
+                      ("dry-run " if dry_run and row["action"] == "submit" else "") + action,
+                      str(row.get("job_id") or "-"), str(r["folder"])))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
+    from .status import stuck_or_done
+    ids = [j for e in exps for j in _recorded_job_ids(e)]
+    print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
+    while not stuck_or_done(query_squeue(ids)):
+        time.sleep(poll_s)
+    from .report import write_report
+    write_report(exps[0].results_dir.parent, [exps[0].name])
+    return 0

@@ -25,8 +25,13 @@ class Executor(abc.ABC):
         self.dry_run = dry_run
 
     @abc.abstractmethod
-    def submit(self, exp, stage: str, after: list[str]) -> Submission:
-        """Start `stage` once every job id in `after` has succeeded."""
+    def submit(self, exp, stage: str, after: list[str], dependency: str | None = None) -> Submission:
+        """Start `stage` once every job id in `after` has succeeded (or as `dependency`, a SLURM
+        --dependency string, says)."""
+
+    def submit_array(self, exps: list, stage: str, dependency: str | None, limit: int = 0) -> list[Submission]:
+        """The same stage of several variants as one job array (executors without arrays: None)."""
+        raise NotImplementedError
 
     def check(self, exp, stages: list[str]) -> list[str]:
         """Problems that would keep these stages from ever running here (checked before submitting)."""

@@ -26,17 +26,22 @@ class LocalExecutor(Executor):
                 f"which only srun starts; submit with --executor slurm, or set tasks: 1 and nodes: 1 to run here"
                 for name in stages if exp.stages[name].resources.world_size > 1]
 
-    def _command(self, exp: Experiment, stage: str) -> list[str]:
-        resolved = exp.results_dir / "_resolved.yaml"
-        return [sys.executable, "-m", "pipeline", "run", stage, "-c", str(resolved)]
+    @staticmethod
+    def _resolved(exp: Experiment):
+        """The resolved config the child reads: one per experiment, and one per variant."""
+        folder = exp.results_dir / "variants" / exp.variant if exp.variant else exp.results_dir
+        return folder / "_resolved.yaml"
 
-    def submit(self, exp: Experiment, stage: str, after: list[str]) -> Submission:
-        job_id = f"local-{os.getpid()}-{stage}"
+    def _command(self, exp: Experiment, stage: str) -> list[str]:
+        return [sys.executable, "-m", "pipeline", "run", stage, "-c", str(self._resolved(exp))]
+
+    def submit(self, exp: Experiment, stage: str, after: list[str], dependency: str | None = None) -> Submission:
+        job_id = f"local-{os.getpid()}-{stage}" + (f"-{exp.variant}" if exp.variant else "")
         log = exp.log_dir(stage) / f"{time.strftime('%Y%m%d-%H%M%S')}.log"
         if any(self.states.get(j) != "done" for j in after):
             self.states[job_id] = "never-run"
             return Submission(stage, job_id, log, "never-run")
-        resolved = exp.results_dir / "_resolved.yaml"
+        resolved = self._resolved(exp)
         if not self.written.get(resolved):   # once per submit, not once per stage
             atomic_write_text(resolved, yaml.safe_dump(exp.raw, sort_keys=False))
             self.written[resolved] = True

@@ -26,8 +26,9 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def __call__(self, resolved: dict, stage: str) -> dict:
         from ..config import from_raw
-        from ..runner import run_stage
-        return run_stage(from_raw(resolved), stage, job_id=os.environ.get("SLURM_JOB_ID"))
+        from ..runner import array_task, run_stage
+        # A task of a job array is `<array>_<task>` to sacct and squeue (its own SLURM_JOB_ID is not)
+        return run_stage(from_raw(resolved), stage, job_id=array_task()[2] or os.environ.get("SLURM_JOB_ID"))
 
 
 class SlurmExecutor(Executor):
@@ -36,7 +37,7 @@ class SlurmExecutor(Executor):
     def check(self, exp: Experiment, stages: list[str]) -> list[str]:
         return check_resources(exp, stages, query_sinfo())
 
-    def _executor(self, exp: Experiment, stage: str, after: list[str]) -> submitit.SlurmExecutor:
+    def _executor(self, exp: Experiment, stage: str, dependency: str | None) -> submitit.SlurmExecutor:
         s = exp.stages[stage]
         r = s.resources
         ex = submitit.SlurmExecutor(folder=exp.log_dir(stage), max_num_timeout=3)
@@ -45,7 +46,7 @@ class SlurmExecutor(Executor):
                       signal_delay_s=exp.signal_delay_s, stderr_to_stdout=True,
                       additional_parameters=dict(r.extra))
         optional = dict(partition=r.partition, constraint=r.constraint, account=r.account, qos=r.qos,
-                        gpus_per_node=r.gpus or None, dependency=_afterok(after))
+                        gpus_per_node=r.gpus or None, dependency=dependency)
         params.update({k: v for k, v in optional.items() if v is not None})
         if r.world_size > 1:
             # One process per task, started by srun; a task that exits with an error ends the step
@@ -56,9 +57,9 @@ class SlurmExecutor(Executor):
         ex.update_parameters(**params)
         return ex
 
-    def submit(self, exp: Experiment, stage: str, after: list[str]) -> Submission:
+    def submit(self, exp: Experiment, stage: str, after: list[str], dependency: str | None = None) -> Submission:
         exp.log_dir(stage).mkdir(parents=True, exist_ok=True)
-        ex = self._executor(exp, stage, after)
+        ex = self._executor(exp, stage, dependency or _afterok(after))
         tasks = exp.stages[stage].resources.array
         if tasks == 1:
             job = ex.submit(StageJob(), exp.raw, stage)
@@ -67,11 +68,23 @@ class SlurmExecutor(Executor):
             jobs = [ex.submit(StageJob(), exp.raw, stage) for _ in range(tasks)]
         return Submission(stage, array_id(str(jobs[0].job_id)), Path(jobs[0].paths.stdout), "submitted")
 
+    def submit_array(self, exps: list[Experiment], stage: str, dependency: str | None, limit: int = 0
+                     ) -> list[Submission]:
+        """The same stage of several variants (same resources) as one job array, task i running
+        variant i's config; `dependency` may hold aftercorr (task i waits for task i upstream)."""
+        exp = exps[0]
+        exp.log_dir(stage).mkdir(parents=True, exist_ok=True)
+        ex = self._executor(exp, stage, dependency)
+        ex.update_parameters(array_parallelism=limit or len(exps))
+        with ex.batch():
+            jobs = [ex.submit(StageJob(), e.raw, stage) for e in exps]
+        return [Submission(stage, str(j.job_id), Path(j.paths.stdout), "submitted") for j in jobs]
+
     def cancel(self, job_ids: list[str]) -> None:
         scancel(job_ids)
 
     def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
-        ex = self._executor(exp, stage, after)
+        ex = self._executor(exp, stage, _afterok(after))
         if exp.stages[stage].resources.array > 1:    # what submitit sets when it submits a batch
             ex.parameters["map_count"] = exp.stages[stage].resources.array
         # submitit's own renderer: exactly the text `submit` hands to sbatch (minus real job ids).
@@ -168,7 +181,8 @@ def query_squeue(job_ids: Iterable[str]) -> dict[str, dict]:
     if not ids or shutil.which("squeue") is None:
         return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, timeout=30)
+        # -r: one line per array task (`123_4`), pending ones too, as stages record them
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {j: v for j, v in parse_squeue(out.stdout).items() if j in ids}
