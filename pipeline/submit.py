@@ -183,9 +183,11 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
         runs = _plan_runs(exps, targets, force, live, EXPERIMENT_WIDE_KINDS)
         todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
         problems = executor.check(exps[0], sorted({r["stage"] for r in todo}))
-        if problems:
+        if problems and not dry_run:
             raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
                               exps[0].source)
+        for problem in problems:
+            print(f"[pipeline] warning: would never start here: {problem}")
         if not dry_run:
             for exp in exps:
                 write_index(exp)
@@ -196,12 +198,12 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
                 submitted += _submit_group(group, executor, job_of, live, limit, dry_run)
         wide = [s for s in _stage_order(exps[0]) if exps[0].stages[s].kind in EXPERIMENT_WIDE_KINDS
                 and s in select(exps[0].stages, targets)]
-        for stage in wide if (submitted or force) else []:
+        for stage in wide if (submitted or force or (dry_run and todo)) else []:
             run = {"stage": stage, "exp": exps[0], "folder": exps[0].stage_dir(stage), "variants": ["(all)"],
                    "row": {"stage": stage, "action": "submit", "why": "after every variant",
                            "fingerprint": state.fingerprints(exps[0])[stage]}}
             dependency = "afterany:" + ":".join(dict.fromkeys(j.split("_")[0] for j in submitted)) if submitted \
-                and executor.name == "slurm" else None
+                and executor.name == "slurm" else "afterany:<every job above>" if dry_run else None
             runs[run["folder"]] = run
             submitted += _submit_one(run, executor, [], dependency, live, dry_run)
         _print_variant_table(runs, dry_run)
@@ -272,7 +274,8 @@ def _submit_group(group: list[dict], executor: Executor, job_of: dict, live: dic
         for i, r in enumerate(group):
             job_of[r["folder"]] = f"<array of {stage}>_{i}"
         print(f"----- {stage}: one job array of {len(group)} tasks ({', '.join(r['exp'].variant for r in group)}), "
-              f"dependency {dependency or 'none'} -----\n{executor.script(group[0]['exp'], stage, after)}")
+              f"dependency {dependency or 'none'} -----\n"
+              f"{executor.script(group[0]['exp'], stage, after, dependency, len(group), limit)}")
         return []
     for r in group:
         _prepare_rerun(r["exp"], executor, r["row"], live)
@@ -292,7 +295,7 @@ def _submit_one(run: dict, executor: Executor, after: list[str], dependency: str
         if job_of is not None:
             job_of[run["folder"]] = f"<job of {run['stage']}>"
         print(f"----- {run['stage']} ({', '.join(run['variants'])}): {executor.name} submission -----\n"
-              f"{executor.script(run['exp'], run['stage'], after)}")
+              f"{executor.script(run['exp'], run['stage'], after, dependency)}")
         return []
     _prepare_rerun(run["exp"], executor, run["row"], live)
     try:

@@ -107,3 +107,13 @@ def test_local_sweep_writes_side_by_side_and_compares(tmp_path):
     again = cli("submit", "all", "-c", str(QUICKSTART), "--executor", "local", *sets(overrides),
                 "--sweep", "stages.train.lr=0.003,0.01")
     assert "running" not in again.stdout
+
+
+def test_dry_run_of_a_sweep_shows_the_arrays_and_writes_nothing(tmp_path):
+    proc = cli("submit", "all", "-c", str(QUICKSTART), "--executor", "slurm", "--dry-run",
+               "--set", f"paths.results={tmp_path / 'results'}", "--sweep", "stages.train.lr=0.1,0.01")
+    out = proc.stdout
+    assert "----- train: one job array of 2 tasks (lr-0.1, lr-0.01)" in out and out.count("#SBATCH --array=0-1%2") == 2
+    assert "#SBATCH --dependency='afterok:<job of preprocess>,aftercorr:<array of train>'" in out
+    assert "#SBATCH --dependency='afterany:<every job above>'" in out
+    assert not (tmp_path / "results").exists()

@@ -37,7 +37,8 @@ class Executor(abc.ABC):
         """Problems that would keep these stages from ever running here (checked before submitting)."""
         return []
 
-    def script(self, exp, stage: str, after: list[str]) -> str:
+    def script(self, exp, stage: str, after: list[str], dependency: str | None = None, tasks: int = 0,
+               limit: int = 0) -> str:
         """The text that would be submitted for `stage` (for --dry-run)."""
         return ""
 

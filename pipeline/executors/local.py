@@ -53,6 +53,7 @@ class LocalExecutor(Executor):
         self.states[job_id] = "done" if code == 0 else "failed"
         return Submission(stage, job_id, log, self.states[job_id])
 
-    def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
+    def script(self, exp: Experiment, stage: str, after: list[str], dependency: str | None = None, tasks: int = 0,
+               limit: int = 0) -> str:
         import shlex
         return " ".join(shlex.quote(a) for a in self._command(exp, stage))

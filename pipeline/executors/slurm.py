@@ -83,10 +83,14 @@ class SlurmExecutor(Executor):
     def cancel(self, job_ids: list[str]) -> None:
         scancel(job_ids)
 
-    def script(self, exp: Experiment, stage: str, after: list[str]) -> str:
-        ex = self._executor(exp, stage, _afterok(after))
-        if exp.stages[stage].resources.array > 1:    # what submitit sets when it submits a batch
-            ex.parameters["map_count"] = exp.stages[stage].resources.array
+    def script(self, exp: Experiment, stage: str, after: list[str], dependency: str | None = None,
+               tasks: int = 0, limit: int = 0) -> str:
+        """`tasks` > 0: the script of a job array of that many variants (submit_array)."""
+        ex = self._executor(exp, stage, dependency or _afterok(after))
+        tasks = tasks or exp.stages[stage].resources.array
+        if tasks > 1:    # what submitit sets when it submits a batch
+            ex.parameters["map_count"] = tasks
+            ex.parameters["array_parallelism"] = limit or ex.parameters.get("array_parallelism") or tasks
         # submitit's own renderer: exactly the text `submit` hands to sbatch (minus real job ids).
         return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
 
