@@ -238,3 +238,23 @@ def test_retrain_trains_the_best_parameters_on_train_and_val(digits_search):
 def test_a_done_search_is_not_run_again(digits_search):
     proc = cli("run", "all", "-c", str(digits_search["cfg"]), *sets(digits_search["overrides"]))
     assert "search: up to date, skipped" in proc.stdout and "retrain: up to date, skipped" in proc.stdout
+
+
+@pytest.mark.parametrize("sampler, pruner", [("tpe", "hyperband"), ("random", "median"), ("tpe", "none")])
+def test_every_sampler_and_pruner_reaches_n_trials(tmp_path, sampler, pruner):
+    import optuna
+    s = settings(8, sampler=sampler, pruner=pruner, startup_trials=2, max_epochs=4)
+    study = hpo.open_study(tmp_path, "t.search", "fp", s, 0)
+
+    def objective(trial):
+        x = trial.suggest_float("x", -1, 1)
+        for step in range(1, 5):       # a curve that ends at -x^2: far from 0 is hopeless
+            trial.report(-x * x * step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return -x * x
+    hpo.work(study, tmp_path, s, objective, LOG)
+    n = hpo.counts(study)
+    assert n["complete"] + n["pruned"] == 8 and n["running"] == 0 and n["complete"] >= 1
+    summary = hpo.summarise(study, tmp_path, s)
+    assert summary["best_value"] == max(t.value for t in study.trials if t.value is not None)
