@@ -1,7 +1,6 @@
 """Run stages in this process: what SLURM jobs, the local executor and tests all call."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -319,22 +318,10 @@ class _StopOnSigterm:
 SIGTERM_RECEIVED = False   # set once a stage of this process got SIGTERM: `run all` starts no more
 
 
-@contextlib.contextmanager
 def _heartbeat(path: Path, every_s: float = 15.0):
     """Touch `path` every few seconds while a stage runs: if the process is killed without a
     chance to write (kill -9), the next attempt still knows about when it died."""
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(every_s):
-            with contextlib.suppress(OSError):
-                os.utime(path)
-    thread = threading.Thread(target=beat, daemon=True, name="pipeline-heartbeat")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
+    return state.heartbeat(path, every_s)
 
 
 def plan_run(exp: Experiment, targets: list[str], force: bool = False,

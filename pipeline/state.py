@@ -254,6 +254,31 @@ class LockedError(RuntimeError):
 
 
 @contextlib.contextmanager
+def heartbeat(path: Path, every_s: float, create: bool = False, remove: bool = False) -> Iterator[None]:
+    """Touch `path` every `every_s` seconds from a daemon thread while the block runs, so another
+    process can tell from its mtime whether this one still lives. `create`: touch it first;
+    `remove`: delete it when the block ends."""
+    import threading
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every_s):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+    threading.Thread(target=beat, daemon=True, name=f"heartbeat-{path.name}").start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if remove:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+@contextlib.contextmanager
 def waiting_lock(path: Path) -> Iterator[None]:
     """Blocking flock, for short critical sections several processes take in turn (the tasks of
     a job array writing their shared result). Released by the kernel if the holder dies."""

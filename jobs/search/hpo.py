@@ -18,16 +18,13 @@ What Optuna does not give here, and this module adds:
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.state import atomic_write_json, atomic_write_text, waiting_lock
+from pipeline.state import atomic_write_json, atomic_write_text, heartbeat, waiting_lock
 
 SPACE_TYPES = ("float", "int", "categorical")
 
@@ -141,27 +138,6 @@ def reap_stale(study, beats: Path, stale_after_s: float, log) -> list[int]:
     return reaped
 
 
-@contextlib.contextmanager
-def heartbeat(path: Path, every_s: float):
-    """Touch `path` every `every_s` seconds while the trial runs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(every_s):
-            with contextlib.suppress(OSError):
-                os.utime(path)
-    thread = threading.Thread(target=beat, daemon=True, name="trial-heartbeat")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
 def work(study, out_dir: Path, settings: SearchSettings, objective: Callable[[Any], float], log,
          max_failed: int | None = None) -> None:
     """Pull trials until the study holds n_trials finished ones. A trial that raises is FAIL (not
@@ -188,7 +164,7 @@ def work(study, out_dir: Path, settings: SearchSettings, objective: Callable[[An
         if trial is None:
             time.sleep(settings.poll_s)
             continue
-        with heartbeat(beats / str(trial.number), settings.heartbeat_s):
+        with heartbeat(beats / str(trial.number), settings.heartbeat_s, create=True, remove=True):
             try:
                 value = objective(trial)
             except optuna.TrialPruned as pruned:
