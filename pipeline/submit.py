@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import state
 from .config import Experiment
-from .dag import forced, select
+from .accounting import array_id
+from .dag import forced, select, topological_order
 from .executors import Executor
 from .executors.base import SubmitError
 from .executors.slurm import query_squeue
@@ -193,16 +194,16 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
                 write_index(exp)
         job_of = {folder: str(r["row"]["job_id"]) for folder, r in runs.items() if r["row"]["action"] == "queued"}
         submitted: list[str] = []
-        for stage in _stage_order(exps[0]):
+        for stage in topological_order(exps[0].stages):
             for group in _array_groups([r for r in todo if r["stage"] == stage], executor.name):
                 submitted += _submit_group(group, executor, job_of, live, limit, dry_run)
-        wide = [s for s in _stage_order(exps[0]) if exps[0].stages[s].kind in EXPERIMENT_WIDE_KINDS
+        wide = [s for s in topological_order(exps[0].stages) if exps[0].stages[s].kind in EXPERIMENT_WIDE_KINDS
                 and s in select(exps[0].stages, targets)]
         for stage in wide if (submitted or force or (dry_run and todo)) else []:
             run = {"stage": stage, "exp": exps[0], "folder": exps[0].stage_dir(stage), "variants": ["(all)"],
                    "row": {"stage": stage, "action": "submit", "why": "after every variant",
                            "fingerprint": state.fingerprints(exps[0])[stage]}}
-            dependency = "afterany:" + ":".join(dict.fromkeys(j.split("_")[0] for j in submitted)) if submitted \
+            dependency = "afterany:" + ":".join(dict.fromkeys(array_id(j) for j in submitted)) if submitted \
                 and executor.name == "slurm" else "afterany:<every job above>" if dry_run else None
             runs[run["folder"]] = run
             submitted += _submit_one(run, executor, [], dependency, live, dry_run)
@@ -212,11 +213,6 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
     if wait and executor.name == "slurm":
         return _wait_variants(exps)
     return 1 if any(r["row"].get("state") in ("failed", "never-run") for r in runs.values()) else 0
-
-
-def _stage_order(exp: Experiment) -> list[str]:
-    from .dag import topological_order
-    return topological_order(exp.stages)
 
 
 def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: dict, wide_kinds) -> dict:
@@ -253,7 +249,7 @@ def _dependency(group: list[dict], job_of: dict[Path, str]) -> tuple[list[str], 
     corr: list[str] = []
     for need in group[0]["exp"].stages[group[0]["stage"]].needs:
         ups = [job_of.get(r["exp"].stage_dir(need)) for r in group]
-        arrays = {u.split("_")[0] for u in ups if u}
+        arrays = {array_id(u) for u in ups if u}
         if len(group) > 1 and all(ups) and len(arrays) == 1 and ups == [f"{next(iter(arrays))}_{i}"
                                                                            for i in range(len(group))]:
             corr += list(arrays)

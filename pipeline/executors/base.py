@@ -30,8 +30,9 @@ class Executor(abc.ABC):
         --dependency string, says)."""
 
     def submit_array(self, exps: list, stage: str, dependency: str | None, limit: int = 0) -> list[Submission]:
-        """The same stage of several variants as one job array (executors without arrays: None)."""
-        raise NotImplementedError
+        """The same stage of several variants as one job array; an executor without arrays (local)
+        submits them one by one."""
+        return [self.submit(exp, stage, [], dependency) for exp in exps]
 
     def check(self, exp, stages: list[str]) -> list[str]:
         """Problems that would keep these stages from ever running here (checked before submitting)."""
