@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fixtures import write_emnist, write_random_resnet18  # noqa: E402
-from pipeline import config  # noqa: E402
+from pipeline.core import config  # noqa: E402
 from pipeline.runner import run_stage  # noqa: E402
 
 

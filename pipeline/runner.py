@@ -16,11 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from . import registry, state
-from .accounting import METRIC_COLUMNS, array_id
-from .config import REPO_ROOT, Experiment, resolved_stage_config
-from .dag import forced, select
-from .registry import StageContext, UpstreamError
+from pipeline import contract
+
+from pipeline.core import state
+from pipeline.accounting.record import METRIC_COLUMNS
+from pipeline.executors.slurm.sacct import array_id
+from pipeline.core.config import REPO_ROOT, Experiment, resolved_stage_config
+from pipeline.core.dag import forced, select
+from pipeline.contract import StageContext, UpstreamError
+import safeio
+from pipeline.core.fingerprint import fingerprints
 
 
 class UpstreamNotDone(RuntimeError):
@@ -55,8 +60,8 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     the same fingerprint; otherwise, or when `fresh`, it first removes the earlier run's outputs.
     """
     stage = exp.stages[name]
-    fps = fps or state.fingerprints(exp)
-    if not registry.get(stage.kind).needs_order_only:
+    fps = fps or fingerprints(exp)
+    if not contract.get(stage.kind).needs_order_only:
         check_upstream(exp, name, fps)
     out = exp.stage_dir(name)
     if stage.resources.array > 1:
@@ -65,11 +70,11 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     if rank > 0:
         return _run_follower(exp, name, out, fps[name], rank)
     log = stage_logger(exp.name, name)
-    with state.exclusive_lock(out / ".run.lock", f"a run of stage {exp.name}/{name}"):
+    with safeio.exclusive_lock(out / ".run.lock", f"a run of stage {exp.name}/{name}"):
         state.clear_success(out)  # from here on the stage is not done until it says so
         tries = _begin_attempt(out, fps[name], job_id, fresh, log)
         _record_job(out, job_id, fps[name])
-        state.atomic_write_text(out / "config.yaml", yaml.safe_dump(
+        safeio.atomic_write_text(out / "config.yaml", yaml.safe_dump(
             resolved_stage_config(exp, name, fps[name]), sort_keys=False))
         ctx = _context(exp, name, out, fps[name])
         record = _base_record(exp, name, job_id, fps[name])
@@ -78,7 +83,7 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
         started = time.time()
         with _StopOnSigterm() as stopper, _heartbeat(out / state.ATTEMPTS):
             try:
-                metrics = registry.get(stage.kind).run(stage.params, ctx) or {}
+                metrics = contract.get(stage.kind).run(stage.params, ctx) or {}
                 stopper.disarm()  # the stage's work is complete: a SIGTERM from now on changes nothing
             except BaseException as err:
                 stopper.disarm()
@@ -89,8 +94,8 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
         record.update(ctx.accounting)
         record.update(_close_attempt(tries, status, record["wall_s"]))
-        state.atomic_write_json(out / "metrics.json", metrics)
-        state.atomic_write_json(out / "accounting.json", record)
+        safeio.atomic_write_json(out / "metrics.json", metrics)
+        safeio.atomic_write_json(out / "accounting.json", record)
         state.mark_success(out, fps[name], status, job_id)
         state.discard_attempts(out)   # the result is done: a later run starts clean
         log.info("%s %s in %.1f s (%d attempt(s), %.1f s in all)", name, status, record["attempt_wall_s"],
@@ -103,7 +108,7 @@ def _join_distributed(world_size: int) -> int:
     from this SLURM task's and return its rank (0 for a 1-process stage)."""
     if world_size == 1:
         return 0
-    from .ranks import rendezvous_env
+    from pipeline.executors.slurm.env import rendezvous_env
     os.environ.update(rendezvous_env(world_size))
     return int(os.environ["RANK"])
 
@@ -117,7 +122,7 @@ def _run_follower(exp: Experiment, name: str, out: Path, fingerprint: str, rank:
     ctx = _context(exp, name, out, fingerprint)
     ctx.log, ctx.rank, ctx.world_size = log, rank, stage.resources.world_size
     log.info("rank %d of %d of stage %s: computes, writes nothing", rank, ctx.world_size, name)
-    registry.get(stage.kind).run(stage.params, ctx)
+    contract.get(stage.kind).run(stage.params, ctx)
     return {}
 
 
@@ -145,7 +150,7 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
         state.clean_stage_dir(out)
     task_dir = out / "tasks" / str(task)
     log = stage_logger(exp.name, f"{name}.task{task}" if tasks > 1 else name)
-    with state.exclusive_lock(task_dir / ".run.lock", f"task {task} of stage {exp.name}/{name}"):
+    with safeio.exclusive_lock(task_dir / ".run.lock", f"task {task} of stage {exp.name}/{name}"):
         if (state.read_attempts(task_dir).get("attempts") or [{}])[-1].get("status") == "done":
             state.discard_attempts(task_dir)     # that result is complete: this run is a new one
         tries = _begin_attempt(task_dir, fingerprint, job_id, False, log)
@@ -157,7 +162,7 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
         started = time.time()
         with _StopOnSigterm() as stopper, _heartbeat(task_dir / state.ATTEMPTS):
             try:
-                metrics = registry.get(stage.kind).run(stage.params, ctx) or {}
+                metrics = contract.get(stage.kind).run(stage.params, ctx) or {}
                 stopper.disarm()
             except BaseException as err:
                 stopper.disarm()
@@ -168,12 +173,12 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics}, **ctx.accounting)
         record.update(_close_attempt(tries, record["status"], record["wall_s"]))
         state.write_attempts(task_dir, tries)
-    with state.waiting_lock(out / ".finish.lock"):
+    with safeio.waiting_lock(out / ".finish.lock"):
         record.update(_all_tasks(out, tasks, job_id, fingerprint))
-        state.atomic_write_text(out / "config.yaml", yaml.safe_dump(
+        safeio.atomic_write_text(out / "config.yaml", yaml.safe_dump(
             resolved_stage_config(exp, name, fingerprint), sort_keys=False))
-        state.atomic_write_json(out / "metrics.json", metrics)
-        state.atomic_write_json(out / "accounting.json", record)
+        safeio.atomic_write_json(out / "metrics.json", metrics)
+        safeio.atomic_write_json(out / "accounting.json", record)
         state.mark_success(out, fingerprint, record["status"], job_id and array_id(job_id))
     log.info("%s task %d %s in %.1f s; the stage's tasks took %.1f s in all", name, task, record["status"],
              record["attempt_wall_s"], record["wall_s"])
@@ -219,7 +224,7 @@ def _end_failed_attempt(exp: Experiment, name: str, err: BaseException, ctx: Sta
     record.update(_close_attempt(tries, status, record["wall_s"]))
     try:
         state.write_attempts(ctx.out_dir, tries)
-        state.atomic_write_json(ctx.out_dir / "accounting.json", {**record, **ctx.accounting})
+        safeio.atomic_write_json(ctx.out_dir / "accounting.json", {**record, **ctx.accounting})
     except OSError as write_err:  # e.g. a full disk: do not hide the stage's own error behind this one
         ctx.log.error("could not record the attempt: %s", write_err)
     if interrupted:
@@ -245,7 +250,7 @@ def _begin_attempt(out: Path, fingerprint: str, job_id: str | None, fresh: bool,
             why = "--force or an upstream rerun" if fresh else "the earlier run failed or had another fingerprint"
             log.info("starting clean (%s): removed %s", why, ", ".join(removed))
     attempts.append({"attempt": len(attempts) + 1, "job_id": job_id, "step_id": _step_id(),
-                     "started_at": state.now_iso(), "started": time.time(), "status": "running"})
+                     "started_at": safeio.now_iso(), "started": time.time(), "status": "running"})
     tries = {"fingerprint": fingerprint, "attempts": attempts}
     state.write_attempts(out, tries)
     return tries
@@ -261,7 +266,7 @@ def _close_killed(attempt: dict, out: Path) -> None:
 def _close_attempt(tries: dict, status: str, wall_s: float) -> dict:
     """Close the newest attempt; return the totals over every attempt of this result
     (wall_s: all attempts; attempt_wall_s: this one)."""
-    tries["attempts"][-1].update(status=status, wall_s=wall_s, ended_at=state.now_iso())
+    tries["attempts"][-1].update(status=status, wall_s=wall_s, ended_at=safeio.now_iso())
     attempts = tries["attempts"]
     job_ids = list(dict.fromkeys(str(a["job_id"]) for a in attempts if a.get("job_id")))
     return {"attempts": len(attempts), "job_ids": job_ids, "attempt_wall_s": wall_s,
@@ -321,14 +326,14 @@ SIGTERM_RECEIVED = False   # set once a stage of this process got SIGTERM: `run 
 def _heartbeat(path: Path, every_s: float = 15.0):
     """Touch `path` every few seconds while a stage runs: if the process is killed without a
     chance to write (kill -9), the next attempt still knows about when it died."""
-    return state.heartbeat(path, every_s)
+    return safeio.heartbeat(path, every_s)
 
 
 def plan_run(exp: Experiment, targets: list[str], force: bool = False,
              fps: dict | None = None) -> list[tuple[str, bool]]:
     """(stage, fresh) for every selected stage that must run, in order; done ones are skipped
     unless forced. A forced stage, and any stage whose upstream reruns here, starts clean."""
-    fps = fps or state.fingerprints(exp)
+    fps = fps or fingerprints(exp)
     forced_stages = forced(exp.stages, targets) if force else set()
     to_run: list[tuple[str, bool]] = []
     names: set[str] = set()
@@ -344,7 +349,7 @@ def plan_run(exp: Experiment, targets: list[str], force: bool = False,
 
 def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int:
     """Run the selected stages in order (see plan_run). Returns an exit code."""
-    fps = state.fingerprints(exp)
+    fps = fingerprints(exp)
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("PIPELINE_JOB_ID")
     for name, fresh in plan_run(exp, targets, force, fps):
         try:
@@ -381,13 +386,13 @@ def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: st
         "world_size": stage.resources.world_size,
         "cpus": int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0))),
         "seed": exp.seed, "config_hash": fingerprint, "git_rev": git_rev(),
-        "started_at": state.now_iso(),
+        "started_at": safeio.now_iso(),
     }
 
 
 def _finish(started: float) -> dict:
     # ru_maxrss is in KiB on Linux; it is the process peak so far (a `run all` job shares one).
-    return {"wall_s": round(time.time() - started, 3), "finished_at": state.now_iso(),
+    return {"wall_s": round(time.time() - started, 3), "finished_at": safeio.now_iso(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 

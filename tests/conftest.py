@@ -69,8 +69,8 @@ def slurm():
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 300, allow_stuck: bool = False) -> None:
     """Until none of the jobs is in squeue (or, with allow_stuck, all wait behind a failed one)."""
-    from pipeline.executors.slurm import query_squeue
-    from pipeline.status import stuck_or_done
+    from pipeline.executors.slurm.executor import query_squeue
+    from pipeline.cli.status import stuck_or_done
     deadline = time.time() + timeout
     while time.time() < deadline:
         live = query_squeue(job_ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.registry import StageContext, register
+from pipeline.contract import StageContext, register
 
 
 @dataclass

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from pipeline.accounting import (cpu_efficiency, parse_duration, parse_sacct, parse_sacct_rows, parse_size_mb,
-                                 parse_squeue, parse_state, sacct_columns, stage_usage)
+from pipeline.accounting.record import cpu_efficiency, scheduler_columns as sacct_columns
+from pipeline.executors.slurm.sacct import (parse_duration, parse_sacct, parse_sacct_rows, parse_size_mb, parse_squeue,
+                                            parse_state, stage_usage)
 
 # Recorded from `sacct --parsable2 -o JobID,JobName,State,Elapsed,TotalCPU,MaxRSS,AllocCPUS,NodeList,Partition`
 # (the first block on this project's dev cluster, the rest shaped like a production cluster's output).
@@ -216,7 +217,7 @@ def test_parse_squeue():
 
 
 def test_partition_limits_from_sinfo():
-    from pipeline.executors.slurm import partition_limits
+    from pipeline.executors.slurm.executor import partition_limits
     text = "debug*|2|23000|(null)\ngpu|64|512000|gpu:a100:4(S:0-1)\ngpu|32|256000|gpu:8\n"
     limits, default = partition_limits(text)
     assert default == "debug"
@@ -246,7 +247,7 @@ def _fake_sacct(text):
 
 
 def test_report_keeps_a_row_for_a_truncated_accounting_json(tmp_path, monkeypatch, capsys):
-    from pipeline import report
+    from pipeline.reporting import report
     monkeypatch.setattr(report, "query_sacct", _fake_sacct(ENDED.replace("sx.", "sxa.") + REQUEUED))
     results = tmp_path / "results"
     _stage(results, "sx", "one", {"experiment": "sx", "stage": "one", "kind": "noop", "status": "done",
@@ -273,7 +274,7 @@ def test_report_keeps_a_row_for_a_truncated_accounting_json(tmp_path, monkeypatc
 
 
 def test_report_joins_steps_and_explains_running_jobs(tmp_path, monkeypatch):
-    from pipeline import report
+    from pipeline.reporting import report
     monkeypatch.setattr(report, "query_sacct", _fake_sacct(RUNNING))
     results = tmp_path / "results"
     for stage, step in (("first", "0"), ("second", "1")):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from conftest import cli
-from pipeline.__main__ import main
+from pipeline.cli.main import main
 
 
 def test_kinds_lists_every_kind_with_typed_parameters():

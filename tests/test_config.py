@@ -6,8 +6,8 @@ import textwrap
 import pytest
 
 from conftest import REPO, cli, sets
-from pipeline import config
-from pipeline.schema import ConfigError
+from pipeline.core import config
+from pipeline.core.schema import ConfigError
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 

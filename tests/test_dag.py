@@ -3,8 +3,8 @@ from types import SimpleNamespace as S
 
 import pytest
 
-from pipeline.dag import downstream, select, topological_order
-from pipeline.schema import ConfigError
+from pipeline.core.dag import downstream, select, topological_order
+from pipeline.core.schema import ConfigError
 
 STAGES = {
     "report": S(needs=["evaluate"]),

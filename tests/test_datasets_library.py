@@ -18,7 +18,7 @@ from jobs.stages import data as data_stages
 from jobs.data.files import DataError, stratified_split
 from jobs.data.datasets import DATASETS, get_dataset
 from jobs.data.splits import SplitPlan, class_subset, mapping_tables, relabel, split_arrays, to_grey
-from pipeline.registry import StageContext
+from pipeline.contract import StageContext
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -160,9 +160,9 @@ def test_a_failing_rank_fails_the_job_quickly_and_dependents_never_run(slurm, tm
 
 
 def test_rendered_allocation_and_steps_size_for_the_largest_stage():
-    from pipeline import config
-    from pipeline.render import allocation
-    from pipeline.steps import step_command
+    from pipeline.core import config
+    from pipeline.executors.slurm.render import allocation
+    from pipeline.executors.slurm.steps import step_command
     exp = config.load(Path("configs/quickstart.yaml"), ["stages.train.resources.tasks=2",
                                                         "stages.train.resources.cpus_per_task=1"])
     alloc = allocation(exp)
@@ -176,9 +176,9 @@ def test_rendered_allocation_and_steps_size_for_the_largest_stage():
 
 
 def test_several_processes_need_slurm_and_one_task_per_gpu():
-    from pipeline import config
+    from pipeline.core import config
     from pipeline.executors.local import LocalExecutor
-    from pipeline.schema import ConfigError
+    from pipeline.core.schema import ConfigError
     exp = config.load(Path("configs/quickstart.yaml"), ["stages.train.resources.tasks=2"])
     problems = LocalExecutor().check(exp, ["train", "evaluate"])
     assert len(problems) == 1 and "only srun starts; submit with --executor slurm" in problems[0]
@@ -188,7 +188,7 @@ def test_several_processes_need_slurm_and_one_task_per_gpu():
 
 
 def test_rendezvous_variables_from_the_slurm_task():
-    from pipeline.ranks import first_host, rendezvous_env
+    from pipeline.executors.slurm.env import first_host, rendezvous_env
     env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NNODES": "2",
            "SLURM_JOB_ID": "12345", "SLURM_STEP_NODELIST": "node[07-08]"}
     assert rendezvous_env(4, env) == {"MASTER_ADDR": "node07", "MASTER_PORT": str(20000 + 12345 % 20000),
@@ -200,8 +200,8 @@ def test_rendezvous_variables_from_the_slurm_task():
 
 
 def test_a_one_process_kind_refuses_several_processes():
-    from pipeline import config
-    from pipeline.schema import ConfigError
+    from pipeline.core import config
+    from pipeline.core.schema import ConfigError
     with pytest.raises(ConfigError, match="kind 'evaluate' runs as one process .*; set nodes: 1 and tasks: 1"):
         config.load(Path("configs/quickstart.yaml"), ["stages.evaluate.resources.tasks=2"])
     # Several GPUs: one process per GPU for train, one process seeing all of them otherwise.

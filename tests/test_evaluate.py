@@ -18,7 +18,7 @@ from conftest import cli, sets
 from jobs.evaluation.metrics import predict_proba, score, soft_vote, val_weighted_vote, val_weights
 from jobs.evaluation.plots import MANY_CLASSES, confused_pairs, plot_confusion
 from jobs.stages.evaluate import EvaluateParams, effect_sentence
-from pipeline.registry import ConfigError
+from pipeline.contract import ConfigError
 
 
 # ------------------------------------------------------------------------------------ ensembles
@@ -130,7 +130,7 @@ def test_many_classes_get_the_reduced_confusion_view(tmp_path):
 # ------------------------------------------------------------------------------ trained models
 def _ctx(tmp_path, upstream: dict):
     import logging
-    from pipeline.registry import StageContext
+    from pipeline.contract import StageContext
     return StageContext("exp", "evaluate", tmp_path / "out", upstream, tmp_path, tmp_path, 0, "cpu",
                         logging.getLogger("test_evaluate"), {})
 
@@ -140,7 +140,7 @@ def test_load_trained_reads_old_checkpoints_and_names_a_broken_one(tmp_path):
     grey [-1, 1] transform; an unreadable one is the engine's one-line UpstreamError."""
     from jobs.models.registry import SmallCNN
     from jobs.models.trained import load_trained
-    from pipeline.registry import UpstreamError
+    from pipeline.contract import UpstreamError
     torch.manual_seed(0)
     saved = SmallCNN(10, image_size=8).eval()
     (tmp_path / "old").mkdir()

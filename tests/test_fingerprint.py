@@ -15,14 +15,15 @@ import pytest
 import yaml
 
 from conftest import cli, sets
-from pipeline import fingerprint, registry
+from pipeline.core import fingerprint
+from pipeline import contract
 
 FILES = {
     "fakepkg/__init__.py": "from . import other, prep, stage  # registers the kinds, as jobs/ does\n",
     "fakepkg/stage.py": """
         from dataclasses import dataclass
 
-        from pipeline.registry import StageContext, register
+        from pipeline.contract import StageContext, register
 
 
         @dataclass
@@ -55,7 +56,7 @@ FILES = {
     "fakepkg/prep.py": """
         from dataclasses import dataclass
 
-        from pipeline.registry import register
+        from pipeline.contract import register
 
 
         @dataclass
@@ -83,7 +84,7 @@ def fakepkg(tmp_path, monkeypatch):
     importlib.import_module("fakepkg")
     yield tmp_path
     for kind in ("fake_train", "fake_prep"):
-        registry._KINDS.pop(kind, None)
+        contract._KINDS.pop(kind, None)
     for name in [m for m in sys.modules if m == "fakepkg" or m.startswith("fakepkg.")]:
         del sys.modules[name]
     fingerprint.clear_cache()
@@ -91,7 +92,7 @@ def fakepkg(tmp_path, monkeypatch):
 
 def versions() -> dict[str, str]:
     fingerprint.clear_cache()  # a new process would see the edit; this one cached the old source
-    return {k: registry.get(k).code_version() for k in ("fake_train", "fake_prep")}
+    return {k: contract.get(k).code_version() for k in ("fake_train", "fake_prep")}
 
 
 def append(path, text: str) -> None:
@@ -99,9 +100,9 @@ def append(path, text: str) -> None:
 
 
 def test_closure_follows_lazy_absolute_and_relative_imports(fakepkg):
-    assert registry.get("fake_train").code_closure() == [
+    assert contract.get("fake_train").code_closure() == [
         "fakepkg.constants", "fakepkg.loop", "fakepkg.stage", "fakepkg.util.numbers"]
-    assert registry.get("fake_prep").code_closure() == ["fakepkg.prep"]
+    assert contract.get("fake_prep").code_closure() == ["fakepkg.prep"]
 
 
 @pytest.mark.parametrize("edited, changes", [
@@ -121,9 +122,9 @@ def test_code_version_changes_with_what_the_kind_imports(fakepkg, edited, change
 
 
 def test_code_version_is_cached_per_process(fakepkg):
-    first = registry.get("fake_train").code_version()
+    first = contract.get("fake_train").code_version()
     append(fakepkg / "fakepkg" / "loop.py", "\n# edited\n")
-    assert registry.get("fake_train").code_version() == first   # computed once per process
+    assert contract.get("fake_train").code_version() == first   # computed once per process
 
 
 def test_editing_the_loop_reruns_training_and_nothing_else(fakepkg, workspace):
@@ -150,9 +151,9 @@ def test_editing_the_loop_reruns_training_and_nothing_else(fakepkg, workspace):
 
 
 def test_real_training_kind_includes_the_shared_loop():
-    registry.load_modules(["jobs"])
-    closure = registry.get("train").code_closure()
+    contract.load_modules(["jobs"])
+    closure = contract.get("train").code_closure()
     assert {"jobs.stages.train", "jobs.training.loop", "jobs.models.registry"} <= set(closure)
     # jobs/__init__ and jobs/stages/__init__ import every stage module: not followed
     assert not {"jobs.stages.deploy", "jobs.stages", "jobs"} & set(closure)
-    assert "jobs.training.loop" in registry.get("evaluate").code_closure()
+    assert "jobs.training.loop" in contract.get("evaluate").code_closure()

@@ -20,8 +20,8 @@ from jobs.models.registry import count_params, create_model
 from jobs.search import hpo
 from jobs.stages.search import HpoParams, searchable, with_values
 from jobs.stages.train import TrainModelSpec
-from pipeline import config
-from pipeline.schema import ConfigError
+from pipeline.core import config
+from pipeline.core.schema import ConfigError
 
 LOG = logging.getLogger("test_hpo")
 SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},

@@ -11,8 +11,9 @@ from types import SimpleNamespace as S
 import yaml
 
 from conftest import cli, sets
-from pipeline import config, dag, state
-from pipeline.status import _failed_upstream
+from pipeline.core import config, dag, state
+from pipeline.cli.status import _failed_upstream
+from pipeline.core.fingerprint import fingerprints
 
 
 def chain(n: int) -> dict:
@@ -74,8 +75,8 @@ def write_chain_config(workspace, n: int) -> str:
 
 def test_fingerprints_of_a_1000_chain(workspace):
     path = write_chain_config(workspace, 1000)
-    base = state.fingerprints(config.load(path, workspace["overrides"]))
-    changed = state.fingerprints(config.load(path, [*workspace["overrides"], "stages.s0500.value=-1"]))
+    base = fingerprints(config.load(path, workspace["overrides"]))
+    changed = fingerprints(config.load(path, [*workspace["overrides"], "stages.s0500.value=-1"]))
     assert len(set(base.values())) == 1000
     assert [n for n in base if base[n] != changed[n]] == [f"s{i:04d}" for i in range(500, 1000)]
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli, sets, squeue_state, wait_for_jobs, wait_for_requeued_start, wait_until
-from pipeline import config, steps
-from pipeline.accounting import parse_duration
+from pipeline.core import config
+from pipeline.executors.slurm import steps
+from pipeline.executors.slurm.sacct import parse_duration
 from pipeline.runner import run_targets
 
 STAGES = ["download", "preprocess", "train", "evaluate", "report"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, cli, sets, status_json, terminate_at
-from pipeline.accounting import COLUMNS
+from pipeline.accounting.record import COLUMNS
 
 CONFIG = "configs/quickstart.yaml"
 STAGES = ["download", "preprocess", "train", "evaluate", "report"]

@@ -53,7 +53,8 @@ def test_corrupted_output_is_refused_shown_and_rerun(run_copy):
     # A job of `evaluate` alone (as SLURM runs it) refuses the damaged upstream file, even when
     # size and mtime look untouched (the check before reading hashes every file).
     os.utime(best, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    from pipeline import config, runner
+    from pipeline.core import config
+    from pipeline import runner
     exp = config.load(REPO / CONFIG, run_copy["overrides"])
     with pytest.raises(runner.UpstreamNotDone, match=f"{best} is corrupted .*stage 'train' is now marked corrupt"):
         runner.run_stage(exp, "evaluate", fresh=True)
@@ -126,7 +127,7 @@ def test_unreadable_upstream_file_names_it_and_marks_its_stage_for_rerun(run_cop
     split = prep / "split.npz"
     split.write_bytes(split.read_bytes()[:-300])
     marker = json.loads((prep / "_SUCCESS").read_text())
-    from pipeline import state
+    from pipeline.core import state
     marker["artifacts"] = state.artifact_manifest(prep)   # the checksum agrees with the bad file
     (prep / "_SUCCESS").write_text(json.dumps(marker))
     proc = cli("run", "train", "--force", "-c", CONFIG, *sets(run_copy["overrides"]), check=False)
@@ -141,7 +142,7 @@ def test_unreadable_upstream_file_names_it_and_marks_its_stage_for_rerun(run_cop
 
 
 def test_manifest_covers_artifacts_not_bookkeeping(tmp_path):
-    from pipeline import state
+    from pipeline.core import state
     d = tmp_path / "s"
     (d / "models").mkdir(parents=True)
     for name in ("best.pt", "models/a.csv", "checkpoint.pt", "accounting.json", "job.json", ".x.tmp"):
@@ -156,7 +157,7 @@ def test_manifest_covers_artifacts_not_bookkeeping(tmp_path):
 
 
 def test_job_history_keeps_every_job_id(tmp_path):
-    from pipeline import state
+    from pipeline.core import state
     state.write_job_record(tmp_path, {"job_id": "11", "executor": "slurm", "fingerprint": "a"})
     state.write_job_record(tmp_path, {"job_id": "12", "executor": "slurm", "fingerprint": "a"})
     state.write_job_record(tmp_path, {**state.job_record(tmp_path), "cached": True})

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from pipeline import config
-from pipeline.render import allocation, render
+from pipeline.core import config
+from pipeline.executors.slurm.render import allocation, render
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPERIMENTS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "defaults.yaml")

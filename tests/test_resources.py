@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli, sets
-from pipeline import config
+from pipeline.core import config
 from pipeline.executors.base import Executor, Submission, SubmitError
-from pipeline.schema import ConfigError
+from pipeline.core.schema import ConfigError
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
@@ -124,7 +124,7 @@ def test_good_extra_options_reach_the_job_script(tmp_path):
             dataset: digits
             resources: {extra: {exclusive: true, mail-type: END, comment: two words, nodes: 1}}
         """)
-    from pipeline.executors.slurm import SlurmExecutor
+    from pipeline.executors.slurm.executor import SlurmExecutor
     exp = config.load(path, [f"paths.logs={tmp_path / 'logs'}"], root=tmp_path)
     script = SlurmExecutor(dry_run=True).script(exp, "a", [])
     for line in ("#SBATCH --exclusive\n", "#SBATCH --mail-type=END\n", "#SBATCH --comment='two words'\n",
@@ -237,7 +237,7 @@ def chain_config(tmp_path, workspace, second_resources: str = "{}") -> Path:
 
 
 def test_sbatch_refusing_a_stage_cancels_what_this_submit_queued(tmp_path, workspace):
-    from pipeline.submit import submit
+    from pipeline.cli.submit import submit
     exp = config.load(chain_config(tmp_path, workspace), workspace["overrides"], root=tmp_path)
     executor = RefusingExecutor()
     with pytest.raises(SubmitError) as info:
@@ -250,7 +250,7 @@ def test_sbatch_refusing_a_stage_cancels_what_this_submit_queued(tmp_path, works
 
 def test_cli_prints_a_refused_submit_as_one_line(tmp_path, workspace, monkeypatch, capsys):
     import pipeline.executors
-    from pipeline.__main__ import main
+    from pipeline.cli.main import main
     monkeypatch.setattr(pipeline.executors, "make_executor", lambda *a, **k: RefusingExecutor())
     code = main(["submit", "all", "-c", str(chain_config(tmp_path, workspace)), *sets(workspace["overrides"])])
     err = capsys.readouterr().err

@@ -17,7 +17,7 @@ from jobs.data.files import DataError
 from jobs.data.formats import read_cifar10, read_idx, write_idx
 from jobs.stages import data as data_stages
 from jobs.stages import scratch as scratch_stages
-from pipeline.registry import StageContext
+from pipeline.contract import StageContext
 
 
 @pytest.mark.parametrize("gz", [True, False])

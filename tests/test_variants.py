@@ -9,10 +9,10 @@ import json
 import pytest
 
 from conftest import REPO, cli, sets
-from pipeline import config
-from pipeline.schema import ConfigError
-from pipeline.variant_report import pareto_front
-from pipeline.variants import combinations, expand, load_variants, parse_sweep_items, variant_name
+from pipeline.core import config
+from pipeline.core.schema import ConfigError
+from pipeline.reporting.variants import pareto_front
+from pipeline.core.variants import combinations, expand, load_variants, parse_sweep_items, variant_name
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 

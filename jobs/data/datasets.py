@@ -21,7 +21,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from pipeline.state import atomic_path
+from safeio import atomic_path
 
 from jobs.data import formats
 from jobs.data.files import DataError, sha256

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.state import atomic_path, atomic_write_json, atomic_write_text
+from safeio import atomic_path, atomic_write_json, atomic_write_text
 
 MANIFEST = "MANIFEST.json"
 
@@ -69,7 +69,7 @@ def load_split(ctx, stage: str) -> dict[str, np.ndarray]:
 
 def load_arrays(path: Path, producer: str) -> dict[str, np.ndarray]:
     """The arrays of an upstream stage's .npz; a missing or unreadable file names that stage."""
-    from pipeline.registry import UpstreamError
+    from pipeline.contract import UpstreamError
     if not path.exists():
         raise UpstreamError(producer, path, "is missing")
     try:

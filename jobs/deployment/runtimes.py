@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.state import atomic_path
+from safeio import atomic_path
 
 from jobs.deployment.quantize import predict
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.state import atomic_path
+from safeio import atomic_path
 
 
 def _plt():

@@ -2,7 +2,7 @@
 
 Importing the package registers the `models` catalog (`python -m pipeline models PATTERN`); the
 registry itself, and torch with it, is imported only when the catalog is listed."""
-from pipeline.registry import register_catalog
+from pipeline.contract import register_catalog
 
 
 def _list_models(pattern: str) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pipeline.state import atomic_path, atomic_write_json
+from safeio import atomic_path, atomic_write_json
 
 from jobs.data.files import MANIFEST, sha256
 from jobs.models.nets import MLP, PreActVGG, SearchCNN

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.state import atomic_write_json, atomic_write_text, heartbeat, waiting_lock
+from safeio import atomic_write_json, atomic_write_text, heartbeat, waiting_lock
 
 SPACE_TYPES = ("float", "int", "categorical")
 

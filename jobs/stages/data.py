@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.registry import StageContext, register
-from pipeline.state import atomic_write_json, atomic_write_text
+from pipeline.contract import StageContext, register
+from safeio import atomic_write_json, atomic_write_text
 
 from jobs.data.files import SPLIT_FILE, DataError, save_arrays, verify_manifest, write_class_counts, write_manifest
 from jobs.data.datasets import DatasetName, EmnistSplit, check_official_md5, get_dataset

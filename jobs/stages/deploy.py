@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipeline.registry import StageContext, register
-from pipeline.state import atomic_write_json
+from pipeline.contract import StageContext, register
+from safeio import atomic_write_json
 
 from jobs.data.files import load_split
 from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes, time_batches

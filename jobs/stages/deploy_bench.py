@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-from pipeline.registry import StageContext, register
-from pipeline.state import atomic_write_json, atomic_write_text
+from pipeline.contract import StageContext, register
+from safeio import atomic_write_json, atomic_write_text
 
 from jobs.deployment.benchmark import measure
 from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes

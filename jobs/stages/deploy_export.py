@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.registry import StageContext, register
-from pipeline.state import atomic_path
+from pipeline.contract import StageContext, register
+from safeio import atomic_path
 
 from jobs.deployment.runtimes import TensorRTRunner, onnx_parity, ort_session, tensorrt_unavailable
 from jobs.stages.deploy import trained_classifier, val_inputs

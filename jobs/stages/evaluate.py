@@ -28,8 +28,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.registry import ConfigError, StageContext, UpstreamError, register
-from pipeline.state import atomic_path, atomic_write_text
+from pipeline.contract import ConfigError, StageContext, UpstreamError, register
+from safeio import atomic_path, atomic_write_text
 
 from jobs.data.files import PROBS_FILE, load_split
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.registry import StageContext, register
-from pipeline.state import atomic_write_json, atomic_write_text
+from pipeline.contract import StageContext, register
+from safeio import atomic_write_json, atomic_write_text
 
 from jobs.data.files import PROBS_FILE, DataError, load_split, save_arrays
 

@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.registry import ConfigError, StageContext, register
-from pipeline.state import atomic_write_json, atomic_write_text
+from pipeline.contract import ConfigError, StageContext, register
+from safeio import atomic_write_json, atomic_write_text
 
 from jobs.stages.train import TrainModelSpec, TrainStageParams
 
@@ -116,7 +116,7 @@ def run(p: HpoParams, ctx: StageContext) -> dict:
 
 def _enqueue_once(study, p: HpoParams, ctx: StageContext) -> None:
     """The `enqueue` trials go in once per study, by whichever worker comes first."""
-    from pipeline.state import waiting_lock
+    from safeio import waiting_lock
     if not p.enqueue:
         return
     with waiting_lock(ctx.out_dir / "study.lock"):

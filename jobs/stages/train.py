@@ -13,8 +13,8 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pipeline.registry import ConfigError, StageContext, register
-from pipeline.state import atomic_write_json, atomic_write_text
+from pipeline.contract import ConfigError, StageContext, register
+from safeio import atomic_write_json, atomic_write_text
 
 from jobs.models.spec import ModelSpec
 from jobs.training.params import TrainParams

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.state import atomic_path
+from safeio import atomic_path
 
 from jobs.training.distributed import Dist
 from jobs.training.params import TrainParams  # noqa: F401 - the loop's parameters, re-exported

@@ -1,12 +1,12 @@
 """Executors: one interface, `submit(exp, stage, after) -> Submission`, one module per backend."""
 from __future__ import annotations
 
-from .base import Executor, Submission
+from pipeline.executors.base import Executor, Submission
 
 
 def slurm_available() -> tuple[bool, str]:
     """(usable, why): whether SLURM's controller answers here (asked by the SLURM backend)."""
-    from .slurm import controller_reachable   # imported on use: local runs need no submitit
+    from pipeline.executors.slurm.executor import controller_reachable   # imported on use: local runs need no submitit
     return controller_reachable()
 
 
@@ -20,9 +20,9 @@ def make_executor(choice: str, dry_run: bool = False) -> Executor:
             print(f"[pipeline] SLURM not reachable ({why}): running locally in this process's machine.")
         choice = "slurm" if ok else "local"
     if choice == "slurm":
-        from .slurm import SlurmExecutor
+        from pipeline.executors.slurm.executor import SlurmExecutor
         return SlurmExecutor(dry_run=dry_run)
-    from .local import LocalExecutor
+    from pipeline.executors.local import LocalExecutor
     return LocalExecutor(dry_run=dry_run)
 
 

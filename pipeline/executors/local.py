@@ -8,9 +8,9 @@ import time
 
 import yaml
 
-from ..config import Experiment
-from ..state import atomic_write_text
-from .base import Executor, Submission
+from pipeline.core.config import Experiment
+from safeio import atomic_write_text
+from pipeline.executors.base import Executor, Submission
 
 
 class LocalExecutor(Executor):

@@ -33,7 +33,7 @@ def fingerprints(exp) -> dict[str, str]:
     One pass in topological order; each stage's payload holds only its own params and its direct
     upstream fingerprints (which already cover everything further up), so the whole is linear.
     """
-    from .dag import topological_order
+    from pipeline.core.dag import topological_order
     out: dict[str, str] = {}
     for name in topological_order(exp.stages):
         stage = exp.stages[name]

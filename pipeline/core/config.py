@@ -17,10 +17,10 @@ from typing import Any, Optional
 
 import yaml
 
-from . import registry
-from .schema import ConfigError, build, to_dict
+from pipeline import contract
+from pipeline.core.schema import ConfigError, build, to_dict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]   # pipeline/core/config.py -> the repository
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")   # fullmatch: `$` would let "a\n" through
 MEM_RE = re.compile(r"\d+[KMGT]?")                  # fullmatch
 # sbatch(1) --time: "M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S".
@@ -176,7 +176,7 @@ def load(config_path: str | Path, overrides: list[str] = (), root: Path | None =
 def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
     """Validate merged plain data (e.g. a resolved config written earlier) into an Experiment."""
     top = build(_Top, copy.deepcopy(raw))
-    registry.load_modules(top.stage_modules)
+    contract.load_modules(top.stage_modules)
     _check_name("name", top.name)
     # Checked on its own before it is merged into the stages, so that a bad value here (or from
     # `--set resources.x=...`) is reported under the key the user wrote, once.
@@ -185,7 +185,7 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
     stages = {name: _build_stage(name, spec, base_resources) for name, spec in top.stages.items()}
     if not stages:
         raise ConfigError("stages", "an experiment needs at least one stage")
-    from .dag import check_graph  # the DAG checks live with the DAG code
+    from pipeline.core.dag import check_graph  # the DAG checks live with the DAG code
     check_graph(stages)
     dirs = {s: Path(d) for s, d in (top.variant.get("dirs") or {}).items()}
     return Experiment(top.name, top.seed, top.description, top.paths, top.setup, base_resources,
@@ -217,12 +217,12 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     if not isinstance(spec, dict):
         raise ConfigError(key, f"expected a mapping with 'kind' and the stage's parameters, got {spec!r}")
     if "kind" not in spec:
-        raise ConfigError(f"{key}.kind", f"required; valid kinds: {', '.join(registry.kinds())}")
+        raise ConfigError(f"{key}.kind", f"required; valid kinds: {', '.join(contract.kinds())}")
     kind = spec["kind"]
     try:  # a lookup, not a sorted list of every kind, for each of 1,000 stages
-        registered = registry.get(kind)
+        registered = contract.get(kind)
     except (KeyError, TypeError):
-        raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; valid kinds: {', '.join(registry.kinds())}") from None
+        raise ConfigError(f"{key}.kind", f"unknown kind {kind!r}; valid kinds: {', '.join(contract.kinds())}") from None
     reserved = {f.name for f in dataclasses.fields(StageSpec)}
     head = build(StageSpec, {k: v for k, v in spec.items() if k in reserved}, key)
     params = build(registered.params, {k: v for k, v in spec.items() if k not in reserved}, key)

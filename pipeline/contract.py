@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.accounting.record import device_hours
+from pipeline.core import paths
 # Part of the contract: a kind's params dataclass raises it from __post_init__ for a bad value.
-from .schema import ConfigError  # noqa: F401
+from pipeline.core.schema import ConfigError  # noqa: F401
 
 _KINDS: dict[str, "StageKind"] = {}
 
@@ -32,12 +34,12 @@ class StageKind:
     def code_version(self) -> str:
         """Hash of the kind's module and every project module it imports, transitively: a change
         to any of them (e.g. the shared training loop) reruns the stage. Cached per process."""
-        from .fingerprint import code_version
+        from pipeline.core.fingerprint import code_version
         return code_version(self.module)
 
     def code_closure(self) -> list[str]:
         """The project modules whose sources make up code_version(), sorted."""
-        from .fingerprint import code_closure
+        from pipeline.core.fingerprint import code_closure
         return [name for name, _ in code_closure(self.module)]
 
 
@@ -67,7 +69,18 @@ class StageContext:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+        """Where the stage keeps its resume file (not a result: never checksummed or read by others)."""
+        return paths.StagePaths(self.out_dir).checkpoint
+
+    @property
+    def report_path(self) -> Path:
+        """The stage's own section of results/report.md (markdown; links relative to out_dir)."""
+        return paths.StagePaths(self.out_dir).report_fragment
+
+    @property
+    def extra_rows_path(self) -> Path:
+        """JSON list of further efficiency.csv rows the stage adds (e.g. one per variant it measured)."""
+        return paths.StagePaths(self.out_dir).accounting_extra
 
     def need(self, name: str) -> Path:
         """The folder of upstream stage `name`; it must be listed in this stage's `needs`."""
@@ -90,11 +103,16 @@ class StageContext:
 
     def upstream_metrics(self, stage: str) -> dict:
         """What upstream `stage` returned (its metrics.json, written by the engine)."""
-        return self.load_upstream(stage, "metrics.json", _read_json)
+        return self.load_upstream(stage, paths.METRICS, _read_json)
 
     def upstream_accounting(self, stage: str) -> dict:
         """Upstream `stage`'s accounting (status, skip_reason, wall_s, what it recorded)."""
-        return self.load_upstream(stage, "accounting.json", _read_json)
+        return self.load_upstream(stage, paths.ACCOUNTING, _read_json)
+
+    def upstream_cost(self, accounting: dict) -> dict:
+        """{gpu_hours, cpu_hours} of an upstream stage's accounting (upstream_accounting), by the
+        one cost formula of efficiency.csv."""
+        return device_hours(accounting)
 
     def record(self, **fields: Any) -> None:
         """Add fields to this stage's accounting.json (e.g. trainable_params, epochs)."""
@@ -136,7 +154,7 @@ def register(kind: str, params: type, several_processes: bool = False, array_tas
 
 def load_modules(names: list[str]) -> None:
     """Import the packages that register stage kinds (configs/defaults.yaml: stage_modules)."""
-    importlib.import_module("pipeline.builtin_stages")
+    importlib.import_module("pipeline.kinds")
     for name in names:
         importlib.import_module(name)
 

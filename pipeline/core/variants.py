@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
-from . import config, state
-from .config import Experiment
-from .schema import ConfigError
+from pipeline.core import config, state
+from pipeline.core.config import Experiment
+from pipeline.core.schema import ConfigError
+import safeio
+from pipeline.core.fingerprint import fingerprints
 
 INDEX = "variant.json"
 # Stage kinds that report on the whole experiment: not varied; submit runs them once after every variant.
@@ -121,11 +123,11 @@ def _checked_name(name: str) -> str:
 def load_variants(config_path: str | Path, overrides: list[str], variants: list[Variant]) -> list[Experiment]:
     """Each variant as an Experiment whose stage folders are shared or its own (module doc)."""
     as_written = config.load(config_path, [o for o in overrides if o.startswith("paths.")])
-    written_fps = state.fingerprints(as_written)
+    written_fps = fingerprints(as_written)
     exps, owner_of = [], {}          # (stage, fingerprint) -> the folder of its first variant
     for v in variants:
         exp = config.load(config_path, list(overrides) + v.overrides)
-        fps = state.fingerprints(exp)
+        fps = fingerprints(exp)
         dirs = {}
         for stage in exp.stages:
             if fps[stage] == written_fps.get(stage) or exp.stages[stage].kind in EXPERIMENT_WIDE_KINDS:
@@ -140,7 +142,7 @@ def load_variants(config_path: str | Path, overrides: list[str], variants: list[
 
 def write_index(exp: Experiment) -> None:
     """results/<exp>/variants/<name>/variant.json: what status and report read back."""
-    state.atomic_write_json(exp.results_dir / "variants" / exp.variant / INDEX, {
+    safeio.atomic_write_json(exp.results_dir / "variants" / exp.variant / INDEX, {
         "name": exp.variant, "changed": exp.raw["variant"]["changed"],
         "dirs": exp.raw["variant"]["dirs"], "raw": exp.raw})
 
@@ -148,7 +150,7 @@ def write_index(exp: Experiment) -> None:
 def recorded(results: Path, experiment: str) -> list[dict]:
     """The variant.json of every variant of `experiment` run so far, by name."""
     folder = Path(results) / experiment / "variants"
-    found = [state.read_json(p) for p in sorted(folder.glob(f"*/{INDEX}"))] if folder.is_dir() else []
+    found = [safeio.read_json(p) for p in sorted(folder.glob(f"*/{INDEX}"))] if folder.is_dir() else []
     return [f for f in found if isinstance(f, dict) and f.get("name")]
 
 

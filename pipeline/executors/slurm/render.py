@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 
-from .config import Experiment, mem_mb, time_minutes
+from pipeline.core.config import Experiment, mem_mb, time_minutes
 
 def _hhmmss(minutes: int) -> str:
     days, rest = divmod(minutes, 1440)

@@ -18,8 +18,8 @@ import sys
 import threading
 from typing import Mapping
 
-from .config import Experiment
-from .executors import slurm
+from pipeline.core.config import Experiment
+from pipeline.executors.slurm import executor as slurm
 
 STEP_ENV = "PIPELINE_AS_STEP"          # set for the stage process of a step: the runner records the step id
 BATCH_STEP_IDS = ("", "batch", "4294967294")   # SLURM_STEP_ID of the batch script itself (if set at all)
@@ -39,7 +39,7 @@ def in_step(env: Mapping[str, str] = os.environ) -> bool:
 def plan(exp: Experiment, targets: list[str], force: bool = False) -> list[tuple[str, bool]]:
     """(stage, fresh) for every stage to run, in order: exactly what `run_targets` would run
     (a fresh stage gets `--force` for its step)."""
-    from .runner import plan_run
+    from pipeline.runner import plan_run
     return plan_run(exp, targets, force)
 
 
@@ -65,7 +65,7 @@ def run_as_steps(exp: Experiment, targets: list[str], config_arg: str, overrides
                  force: bool = False) -> int:
     """Run each stage to do as its own job step; a failed step stops the run (exit 1)."""
     if not inside_allocation() or shutil.which("srun") is None:
-        from .runner import run_targets
+        from pipeline.runner import run_targets
         if os.environ.get("SLURM_JOB_ID"):
             print("[pipeline] --as-steps: not in a batch script with srun; running the stages in this process",
                   flush=True)

@@ -15,9 +15,9 @@ from typing import Iterable
 
 import submitit
 
-from ..accounting import SACCT_FIELDS, array_id, parse_sacct, parse_squeue
-from ..config import Experiment, mem_mb, time_minutes
-from .base import Executor, Submission
+from pipeline.executors.slurm.sacct import SACCT_FIELDS, array_id, parse_sacct, parse_squeue
+from pipeline.core.config import Experiment, mem_mb, time_minutes
+from pipeline.executors.base import Executor, Submission
 
 
 class StageJob(submitit.helpers.Checkpointable):
@@ -25,8 +25,8 @@ class StageJob(submitit.helpers.Checkpointable):
     submitit requeues the job, and the stage resumes from its own checkpoint."""
 
     def __call__(self, resolved: dict, stage: str) -> dict:
-        from ..config import from_raw
-        from ..runner import array_task, run_stage
+        from pipeline.core.config import from_raw
+        from pipeline.runner import array_task, run_stage
         # A task of a job array is `<array>_<task>` to sacct and squeue (its own SLURM_JOB_ID is not)
         return run_stage(from_raw(resolved), stage, job_id=array_task()[2] or os.environ.get("SLURM_JOB_ID"))
 

@@ -11,8 +11,9 @@ import csv
 import io
 from pathlib import Path
 
-from . import state
-from .accounting import gpu_hours
+from pipeline.core import state
+from pipeline.accounting.record import gpu_hours
+import safeio
 
 COLUMNS = ("variant", "changed", "status", "val_acc", "test_acc", "trainable_params", "epochs",
            "samples_per_epoch", "total_samples", "wall_s", "gpu_hours", "cpu_hours")
@@ -24,10 +25,10 @@ def variant_rows(indexes: list[dict]) -> list[dict]:
 
 
 def _row(index: dict) -> dict:
-    from .variants import EXPERIMENT_WIDE_KINDS
+    from pipeline.core.variants import EXPERIMENT_WIDE_KINDS
     stages = index.get("raw", {}).get("stages", {})
     dirs = [Path(d) for s, d in index["dirs"].items() if stages.get(s, {}).get("kind") not in EXPERIMENT_WIDE_KINDS]
-    records = [state.read_json(d / "accounting.json", {}) or {} for d in dirs]
+    records = [safeio.read_json(d / "accounting.json", {}) or {} for d in dirs]
     done = [(d / state.SUCCESS).exists() for d in dirs]
     statuses = [r.get("status") for r in records]
     status = "done" if all(done) else "failed" if "failed" in statuses else "incomplete"
@@ -75,7 +76,7 @@ def write_comparison(results: Path, experiment: str, indexes: list[dict]) -> str
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    state.atomic_write_text(folder / "comparison.csv", buf.getvalue())
+    safeio.atomic_write_text(folder / "comparison.csv", buf.getvalue())
     plotted = axes(rows)
     lines = [f"### Variants of {experiment}\n", f"{len(rows)} variant(s); "
              f"[comparison.csv]({experiment}/variants/comparison.csv). A variant's cost counts every stage it "
@@ -109,7 +110,7 @@ def _plot(rows: list[dict], score: str, cost: str, path: Path, experiment: str) 
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    with state.atomic_path(path) as tmp:
+    with safeio.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return [done[i]["variant"] for i in front]

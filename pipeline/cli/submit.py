@@ -5,19 +5,21 @@ import contextlib
 import time
 from pathlib import Path
 
-from . import state
-from .config import Experiment
-from .accounting import array_id
-from .dag import forced, select, topological_order
-from .executors import Executor
-from .executors.base import SubmitError
-from .executors.slurm import query_squeue
-from .schema import ConfigError
+from pipeline.core import state
+from pipeline.core.config import Experiment
+from pipeline.executors.slurm.sacct import array_id
+from pipeline.core.dag import forced, select, topological_order
+from pipeline.executors import Executor
+from pipeline.executors.base import SubmitError
+from pipeline.executors.slurm.executor import query_squeue
+from pipeline.core.schema import ConfigError
+import safeio
+from pipeline.core.fingerprint import fingerprints
 
 
 def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> list[dict]:
     """Decide per stage: submit, cached (done, fingerprint matches) or queued (same job still live)."""
-    fps = state.fingerprints(exp)
+    fps = fingerprints(exp)
     rows, rerun = [], set()
     forced_stages = forced(exp.stages, targets) if force else set()
     for name in select(exp.stages, targets):
@@ -54,7 +56,7 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     SLURM submissions return at once unless `wait`; local runs are finished when this returns.
     """
     lock = contextlib.nullcontext() if dry_run else \
-        state.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}")
+        safeio.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}")
     with lock:   # a dry run writes nothing, so it needs no lock (and works on a read-only results folder)
         live = query_squeue(_recorded_job_ids(exp)) if executor.name == "slurm" else {}
         rows = plan(exp, targets, force, live)
@@ -121,7 +123,7 @@ def _prepare_rerun(exp: Experiment, executor: Executor, row: dict, live: dict) -
 def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str], poll_s: float = 3.0) -> int:
     """Poll squeue until every job of the experiment ended or can never start; cancel the
     latter (they would wait forever) before printing the states."""
-    from .status import reconcile, stage_states, stuck_or_done
+    from pipeline.cli.status import reconcile, stage_states, stuck_or_done
     print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
     while not stuck_or_done(query_squeue(_recorded_job_ids(exp))):
         time.sleep(poll_s)
@@ -138,7 +140,7 @@ def _refresh_report(exp: Experiment) -> None:
     """Rewrite efficiency.csv/report.md once every job ended, so the report stage's own row
     and the final sacct states are in (the report stage cannot see its own job end)."""
     if any(s.kind == "report" for s in exp.stages.values()):
-        from .report import write_report
+        from pipeline.reporting.report import write_report
         csv_path, md_path = write_report(exp.results_dir.parent, [exp.name])
         print(f"[pipeline] report: {md_path} ; accounting: {csv_path}")
 
@@ -176,9 +178,9 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
     waiting with aftercorr for task i of an upstream array when the tasks match one to one (else
     afterok on the upstream jobs): a failed variant stops only its own later stages. The
     experiment-wide stages (the report) run once at the end, after every variant, done or not."""
-    from .variants import EXPERIMENT_WIDE_KINDS, write_index
+    from pipeline.core.variants import EXPERIMENT_WIDE_KINDS, write_index
     lock = contextlib.nullcontext() if dry_run else \
-        state.exclusive_lock(exps[0].results_dir / ".submit.lock", f"a submit of experiment {exps[0].name!r}")
+        safeio.exclusive_lock(exps[0].results_dir / ".submit.lock", f"a submit of experiment {exps[0].name!r}")
     with lock:
         live = query_squeue([j for e in exps for j in _recorded_job_ids(e)]) if executor.name == "slurm" else {}
         runs = _plan_runs(exps, targets, force, live, EXPERIMENT_WIDE_KINDS)
@@ -202,7 +204,7 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
         for stage in wide if (submitted or force or (dry_run and todo)) else []:
             run = {"stage": stage, "exp": exps[0], "folder": exps[0].stage_dir(stage), "variants": ["(all)"],
                    "row": {"stage": stage, "action": "submit", "why": "after every variant",
-                           "fingerprint": state.fingerprints(exps[0])[stage]}}
+                           "fingerprint": fingerprints(exps[0])[stage]}}
             dependency = "afterany:" + ":".join(dict.fromkeys(array_id(j) for j in submitted)) if submitted \
                 and executor.name == "slurm" else "afterany:<every job above>" if dry_run else None
             runs[run["folder"]] = run
@@ -231,7 +233,7 @@ def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: di
 
 def _array_groups(runs: list[dict], executor_name: str) -> list[list[dict]]:
     """Runs of one stage that can be one job array: same resources, not themselves an array."""
-    from .schema import to_dict
+    from pipeline.core.schema import to_dict
     if executor_name != "slurm":
         return [[r] for r in runs]
     groups: dict[str, list[dict]] = {}
@@ -324,11 +326,11 @@ def _print_variant_table(runs: dict, dry_run: bool) -> None:
 
 
 def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
-    from .status import stuck_or_done
+    from pipeline.cli.status import stuck_or_done
     ids = [j for e in exps for j in _recorded_job_ids(e)]
     print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
     while not stuck_or_done(query_squeue(ids)):
         time.sleep(poll_s)
-    from .report import write_report
+    from pipeline.reporting.report import write_report
     write_report(exps[0].results_dir.parent, [exps[0].name])
     return 0

@@ -1,11 +1,13 @@
 """The state of every stage, from files on disk plus squeue/sacct; and `reconcile`."""
 from __future__ import annotations
 
-from . import state
-from .accounting import FAILED_STATES, stage_usage
-from .config import Experiment
-from .dag import topological_order
-from .executors.slurm import query_sacct, query_squeue, scancel
+from pipeline.core import state
+from pipeline.executors.slurm.sacct import FAILED_STATES, stage_usage
+from pipeline.core.config import Experiment
+from pipeline.core.dag import topological_order
+from pipeline.executors.slurm.executor import query_sacct, query_squeue, scancel
+import safeio
+from pipeline.core.fingerprint import fingerprints
 
 RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
 NEVER_SATISFIED = "DependencyNeverSatisfied"
@@ -13,7 +15,7 @@ NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 def stage_states(exp: Experiment) -> list[dict]:
     """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
-    fps = state.fingerprints(exp)
+    fps = fingerprints(exp)
     records = {n: state.job_record(exp.stage_dir(n)) for n in exp.stages}
     ids = [j for n, r in records.items() if r.get("executor") == "slurm" for j in state.all_job_ids(exp.stage_dir(n))]
     live = query_squeue(ids)
@@ -22,7 +24,7 @@ def stage_states(exp: Experiment) -> list[dict]:
     for name in topological_order(exp.stages):
         rec = records[name]
         job = str(rec.get("job_id") or "")
-        acct = state.read_json(exp.stage_dir(name) / "accounting.json", {}) or {}
+        acct = safeio.read_json(exp.stage_dir(name) / "accounting.json", {}) or {}
         current, reason = _state(exp, name, fps[name], rec, live.get(job), sacct.get(job), acct)
         upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in ("failed", "never-run")]
         if upstream_bad and current in ("pending", "not-submitted", "stale"):
@@ -56,7 +58,7 @@ def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
             return "failed", f"sacct {sacct['state']}"
         if sacct["state"] in RUNNING_STATES or sacct["state"] == "PENDING":
             return ("running" if sacct["state"] != "PENDING" else "pending"), f"sacct {sacct['state']}"
-    corrupt = state.read_json(exp.stage_dir(name) / state.CORRUPT)
+    corrupt = safeio.read_json(exp.stage_dir(name) / state.CORRUPT)
     if corrupt and not live:
         return "corrupt", f"{corrupt.get('reason')}; `submit all` reruns it and what follows"
     if acct.get("status") in ("failed", "interrupted") or rec.get("state") == "failed":

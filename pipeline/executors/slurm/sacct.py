@@ -14,19 +14,6 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-# Metrics a stage returns (its metrics.json) that become efficiency.csv columns of the same name.
-# With the work columns below (epochs, samples...), the only model vocabulary the engine knows:
-# column names it owns, whatever stage fills them (tests/test_architecture.py keeps it so).
-METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1")
-COLUMNS = (
-    "experiment", "stage", "variant", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
-    "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
-    "trainable_params", "total_params", "wall_s", "gpu_hours", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
-    *METRIC_COLUMNS, "seed", "config_hash", "git_rev",
-    "started_at", "finished_at", "sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_totalcpu_s",
-    "sacct_cpu_eff", "sacct_maxrss_task_mb", "sacct_maxrss_step_mb",
-)
-
 # SLURM end states that mean the job did not succeed (sacct(1) JOB STATE CODES).
 FAILED_STATES = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
                  "BOOT_FAIL", "DEADLINE")
@@ -39,14 +26,6 @@ REQUEUED_STATES = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "NODE
 SACCT_FIELDS = ("JobID", "JobName", "State", "Elapsed", "TotalCPU", "MaxRSS", "AllocCPUS", "NodeList",
                 "Partition", "NTasks")
 _SIZE_UNITS = {"": 1 / 2**20, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
-
-
-def gpu_hours(record: dict) -> float | None:
-    """Wall time (every attempt) x the GPUs it held, in hours; None for CPU stages."""
-    wall, gpus = record.get("wall_s"), record.get("num_devices")
-    if record.get("device") != "cuda" or not wall or not gpus:
-        return None
-    return round(float(wall) * int(gpus) / 3600, 4)
 
 
 def parse_duration(text: str) -> float | None:
@@ -242,32 +221,6 @@ def _stage_parts(job: dict, step_name: str | None, step_id: str | None) -> list[
         same_id = [s for s in job["attempts_detail"][-1]["steps"] if s["step"] == str(step_id)]
         return same_id[-1:]
     return [attempt_usage(a) for a in job["attempts_detail"]]
-
-
-def cpu_efficiency(totalcpu_s: float | None, elapsed_s: float | None, cpus: int | None) -> float | None:
-    """Share of the allocated CPU time that was used (seff's "CPU Efficiency")."""
-    if not totalcpu_s or not elapsed_s or not cpus:
-        return None
-    return round(totalcpu_s / (elapsed_s * cpus), 4)
-
-
-def sacct_columns(summary: dict | None) -> dict:
-    """A summary (`combine`) -> the sacct_* columns of efficiency.csv."""
-    if not summary:
-        return {}
-
-    def mb(v):
-        return None if v is None else round(v, 1)
-    return {
-        "sacct_state": summary.get("state"),
-        "sacct_attempts": summary.get("attempts"),
-        "sacct_elapsed_s": summary.get("elapsed_s"),
-        "sacct_totalcpu_s": summary.get("totalcpu_s"),
-        # core-seconds allocated over every attempt: elapsed x AllocCPUS, summed
-        "sacct_cpu_eff": cpu_efficiency(summary.get("totalcpu_s"), summary.get("core_s"), 1),
-        "sacct_maxrss_task_mb": mb(summary.get("maxrss_task_mb")),
-        "sacct_maxrss_step_mb": mb(summary.get("maxrss_step_mb")),
-    }
 
 
 def parse_squeue(text: str) -> dict[str, dict]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol, Sequence
 
-from .schema import ConfigError
+from pipeline.core.schema import ConfigError
 
 
 class HasNeeds(Protocol):

@@ -5,8 +5,8 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
-from .config import REPO_ROOT
-from .registry import StageContext, register
+from pipeline.core.config import REPO_ROOT
+from pipeline.contract import StageContext, register
 
 
 @dataclass
@@ -16,7 +16,7 @@ class ReportParams:
 
 @register("report", ReportParams, needs_order_only=True)
 def run_report(p: ReportParams, ctx: StageContext) -> dict:
-    from .report import write_report
+    from pipeline.reporting.report import write_report
     results = ctx.out_dir.parent.parent      # results/<experiment>/<this stage>
     csv_path, md_path = write_report(results, [ctx.experiment])
     ctx.log.info("wrote %s and %s (run `python -m pipeline report` again after the last job ends "

@@ -1,0 +1,248 @@
+"""Command line: python -m pipeline submit|run|status|render|report|reconcile|kinds|models ..."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from pipeline.core import config as config_mod
+from pipeline.executors.base import SubmitError
+from pipeline.core.schema import ConfigError
+from pipeline.core.state import describe_os_error
+from safeio import LockedError
+
+
+def _load(args) -> config_mod.Experiment:
+    path = args.config or config_mod.default_config_path()
+    return config_mod.load(path, args.set or [])
+
+
+def cmd_submit(args) -> int:
+    from pipeline.executors import make_executor
+    from pipeline.cli.submit import submit
+    from pipeline.core.variants import expand, load_variants
+    exp = _load(args)  # validate everything before anything is submitted
+    variants, limit = expand(exp, args.sweep or [], args.variant or "", args.set or [])
+    executor = make_executor(args.executor, dry_run=args.dry_run)
+    if variants:
+        from pipeline.cli.submit import submit_variants
+        exps = load_variants(args.config or config_mod.default_config_path(), args.set or [], variants)
+        print(f"[pipeline] {len(exps)} variant(s) of {exp.name!r}: {', '.join(e.variant for e in exps)}")
+        return submit_variants(exps, executor, args.stages, force=args.force, dry_run=args.dry_run, limit=limit,
+                               wait=args.wait)
+    return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain,
+                  wait=args.wait)
+
+
+def cmd_run(args) -> int:
+    from pipeline.executors.slurm import steps
+    from pipeline.runner import run_targets
+    exp = _load(args)
+    if args.as_steps:   # one job step per stage inside an allocation; in this process elsewhere
+        _requeue_on_usr1()   # until the driver installs its own handler (it stops the step first)
+        config_arg = args.config or str(config_mod.default_config_path())
+        return steps.run_as_steps(exp, args.stages, config_arg, args.set or [], force=args.force)
+    if steps.in_step():
+        steps.stop_on_usr1()  # the driver outside this step requeues the job
+    else:
+        _requeue_on_usr1()
+    return run_targets(exp, args.stages, force=args.force)
+
+
+def _requeue_on_usr1() -> None:
+    """Inside a rendered sbatch job, SLURM sends USR1 before the time limit (--signal=B:USR1@N):
+    requeue the job so it starts again and resumes from the stages' checkpoints."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return
+    from pipeline.executors.slurm.executor import requeue   # imported here, not in the handler: no import in a signal
+
+    def handler(signum, frame):
+        print(f"[pipeline] time limit near: requeueing job {job_id}", flush=True)
+        requeue(job_id)
+        sys.exit(143)
+    signal.signal(signal.SIGUSR1, handler)
+
+
+def cmd_status(args) -> int:
+    from pipeline.cli.status import stage_states
+    from pipeline.core.variants import EXPERIMENT_WIDE_KINDS, recorded_experiments
+    exp = _load(args)
+    rows = [{**r, "variant": ""} for r in stage_states(exp)]
+    for variant in recorded_experiments(exp):      # every variant submitted so far, after the plain run
+        wide = {s for s, st in variant.stages.items() if st.kind in EXPERIMENT_WIDE_KINDS}   # in the plain rows
+        rows += [{**r, "variant": variant.variant} for r in stage_states(variant) if r["stage"] not in wide]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    with_variants = any(r["variant"] for r in rows)
+    table = [("stage", *(("variant",) if with_variants else ()), "state", "job id", "elapsed", "log", "detail")]
+    for r in rows:
+        elapsed = f"{r['elapsed_s']:.0f}s" if r["elapsed_s"] is not None else "-"
+        table.append((r["stage"], *((r["variant"] or "-",) if with_variants else ()), r["state"], r["job_id"] or "-",
+                      elapsed, r["log"] or "-", r["reason"] or ""))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 1 if any(r["state"] == "failed" for r in rows) else 0
+
+
+def cmd_render(args) -> int:
+    from pipeline.executors.slurm.render import render
+    exp = _load(args)
+    config_arg = args.config or os.path.relpath(config_mod.default_config_path())
+    text = render(exp, config_arg, args.set or [])
+    out = Path(args.output or Path("sbatch") / f"{exp.name}.sbatch")
+    if args.check:
+        same = out.exists() and out.read_text() == text
+        print(f"{out}: {'in sync' if same else 'OUT OF DATE: run python -m pipeline render -c ' + config_arg}")
+        return 0 if same else 1
+    from safeio import atomic_write_text
+    atomic_write_text(out, text)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline.reporting.report import write_report
+    if args.config:
+        exp = _load(args)
+        csv_path, md_path = write_report(Path(exp.paths.results), [exp.name])
+    else:
+        exp = _load(args)  # the default experiment only tells where results/ is
+        csv_path, md_path = write_report(Path(exp.paths.results))
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    from pipeline.cli.status import reconcile
+    from pipeline.core.variants import recorded_experiments
+    exp = _load(args)
+    messages = reconcile(exp) + [f"variant {v.variant}: {m}" for v in recorded_experiments(exp) for m in reconcile(v)]
+    print("\n".join(messages) if messages else "nothing to reconcile: no job waits on a failed dependency")
+    return 0
+
+
+def _stage_modules(args) -> list[str]:
+    """The stage packages of -c CONFIG, else of configs/defaults.yaml (no experiment is loaded)."""
+    from pipeline import contract
+    if args.config:
+        names = _load(args).stage_modules
+    else:
+        names = config_mod._read_yaml(config_mod.REPO_ROOT / "configs" / "defaults.yaml").get("stage_modules", ["jobs"])
+    contract.load_modules(names)
+    return names
+
+
+def cmd_kinds(args) -> int:
+    from pipeline import contract
+    _stage_modules(args)
+    names = contract.kinds()
+    if args.kind and args.kind not in names:
+        print(f"error: unknown stage kind {args.kind!r}; valid choices: {', '.join(names)}", file=sys.stderr)
+        return 2
+    for name in [args.kind] if args.kind else names:
+        kind = contract.get(name)
+        doc = contract.describe(kind)
+        print(f"{name}  ({kind.module}){': ' + doc if doc else ''}")
+        rows = contract.describe_params(kind.params)
+        widths = [max([len(r[i]) for r in rows] + [1]) for i in range(3)]
+        for row in rows:
+            print(("  " + "  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3]).rstrip())
+        if not rows:
+            print("  (no parameters)")
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    from pipeline import contract
+    try:
+        listing = contract.catalog(args.command, _stage_modules(args))(args.pattern or "")
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    for group, names in listing.items():
+        print(f"{group} ({len(names)}):")
+        print("  " + ("\n  ".join(names) if names else "(none)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("-c", "--config", help="experiment YAML (default: configs/defaults.yaml's default_experiment)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set stages.train.epochs=3 (repeatable)")
+        return p
+
+    p = common(sub.add_parser("submit", help="submit stages (and what they need) to SLURM or run locally"))
+    p.add_argument("stages", nargs="*", default=["all"], help="stage names or 'all' (default)")
+    p.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"])
+    p.add_argument("--dry-run", action="store_true", help="print the plan and job scripts; submit nothing")
+    p.add_argument("--force", action="store_true", help="rerun stages that are already done")
+    p.add_argument("--explain", action="store_true", help="say why each stage will or will not run")
+    p.add_argument("--wait", action="store_true", help="SLURM: stay until the jobs end, then print states "
+                   "and refresh the report (default: return at once)")
+    p.add_argument("--variant", metavar="NAME", help="keep this run's results beside the others, as variant NAME "
+                   "(its --set values); with --sweep, a prefix of the variants' names")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="one variant per value (repeatable: every combination), e.g. --sweep stages.train.lr=0.1,0.01; "
+                        "a stage's variants go to SLURM as one job array")
+    p.set_defaults(fn=cmd_submit)
+
+    p = common(sub.add_parser("run", help="run stages in this process (what jobs execute)"))
+    p.add_argument("stages", nargs="+", help="stage names or 'all'")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--as-steps", action="store_true",
+                   help="inside a SLURM allocation, run each stage as its own job step (srun), so sacct "
+                        "accounts each stage apart; elsewhere the same as without it")
+    p.set_defaults(fn=cmd_run)
+
+    p = common(sub.add_parser("status", help="state of every stage"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_status)
+
+    p = common(sub.add_parser("render", help="write sbatch/<experiment>.sbatch"))
+    p.add_argument("-o", "--output")
+    p.add_argument("--check", action="store_true", help="exit 1 if the committed file is out of date")
+    p.set_defaults(fn=cmd_render)
+
+    p = common(sub.add_parser("report", help="write results/efficiency.csv and results/report.md"))
+    p.set_defaults(fn=cmd_report)
+
+    p = common(sub.add_parser("reconcile", help="cancel jobs stuck behind a failed upstream stage"))
+    p.set_defaults(fn=cmd_reconcile)
+
+    p = common(sub.add_parser("kinds", help="the stage kinds and their parameters (type, default, help)"))
+    p.add_argument("kind", nargs="?", help="one kind (default: all)")
+    p.set_defaults(fn=cmd_kinds)
+
+    p = common(sub.add_parser("models", help="the model names the stage packages can build"))
+    p.add_argument("pattern", nargs="?", help="a substring or glob of the names, e.g. net or 'small_*'")
+    p.set_defaults(fn=cmd_catalog)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as err:
+        print(f"error: {err}\nnothing was submitted or run.", file=sys.stderr)
+        return 2
+    except LockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:   # results/logs folders: in the way, read-only, full
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 4
+    except SubmitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
