@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from safeio.markdown import markdown_table
+
 # A last-epoch train - val accuracy gap above this reads as overfitting. 5 points: on the
 # fixture-to-CIFAR scale runs here, healthy runs end within 1-3 points (underfitting runs below 0).
 OVERFIT_GAP = 0.05
@@ -61,10 +63,6 @@ def gap_table(curves: dict[str, dict[str, list[float]]]) -> str:
     if not stages:
         return ""
     epochs = max(len(curves[s]["train_val_gap"]) for s in stages)
-    lines = ["| epoch | " + " | ".join(f"`{s}` train - val (points)" for s in stages) + " |",
-             "|---|" + "---|" * len(stages)]
-    for e in range(epochs):
-        cells = [f"{100 * curves[s]['train_val_gap'][e]:+.1f}" if e < len(curves[s]["train_val_gap"]) else ""
-                 for s in stages]
-        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[e + 1] + [f"{100 * curves[s]['train_val_gap'][e]:+.1f}" if e < len(curves[s]["train_val_gap"]) else ""
+                       for s in stages] for e in range(epochs)]
+    return markdown_table(rows, ["epoch"] + [f"`{s}` train - val (points)" for s in stages])

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.contract import StageContext, register
 from safeio import atomic_write_json, atomic_write_text
+from safeio.markdown import markdown_table
 
 from jobs.data.files import SPLIT_FILE, DataError, save_arrays, verify_manifest, write_class_counts, write_manifest
 from jobs.data.datasets import DatasetName, EmnistSplit, check_official_md5, get_dataset
@@ -154,7 +155,7 @@ def prepare(p: PrepareParams, ctx: StageContext) -> dict:
     ctx.log.info("%s: %d of %d classes, sizes %s, images %s %s", p.dataset, len(classes), len(all_classes), sizes,
                  arrays["x_train"].shape[1:], arrays["x_train"].dtype)
     counts = {s: np.bincount(arrays[f"y_{s}"], minlength=len(classes)) for s in ("train", "val", "test")}
-    atomic_write_text(ctx.out_dir / "report.md", _fragment(ctx, p, classes, sizes, source, counts, all_classes, id_map))
+    atomic_write_text(ctx.report_path, _fragment(ctx, p, classes, sizes, source, counts, all_classes, id_map))
     ctx.record(total_samples=sum(sizes.values()))
     return {**sizes, "num_classes": len(classes), "dataset": p.dataset, "val_source": p.val,
             "image_shape": list(arrays["x_train"].shape[1:])}
@@ -193,7 +194,5 @@ def _count_table(classes: list[str], counts: dict[str, np.ndarray], most: int = 
     """Images per class and split, as a table, for label sets small enough to read (CSV otherwise)."""
     if len(classes) > most:
         return ""
-    rows = ["| id | class | " + " | ".join(counts) + " |", "|---|---|" + "---|" * len(counts)]
-    rows += [f"| {i} | {name} | " + " | ".join(str(int(c[i])) for c in counts.values()) + " |"
-             for i, name in enumerate(classes)]
-    return "\n" + "\n".join(rows) + "\n"
+    rows = [[i, name, *(int(c[i]) for c in counts.values())] for i, name in enumerate(classes)]
+    return "\n" + markdown_table(rows, ["id", "class", *counts]) + "\n"

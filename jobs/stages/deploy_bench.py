@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pipeline.contract import StageContext, register
 from safeio import atomic_write_json, atomic_write_text
+from safeio.markdown import cell, markdown_table
 
 from jobs.deployment.benchmark import measure
 from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes
@@ -90,24 +91,18 @@ def _tensorrt_row(ctx: StageContext, p: BenchParams) -> dict:
             "note": f"GPU, CUDA events; max |diff| vs ONNX Runtime {m['max_abs_diff_vs_ort']:.2e}"}
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
-
-
 def _write(ctx: StageContext, p: BenchParams, rows: list[dict]) -> None:
-    lines = [",".join(COLUMNS)] + [",".join(_fmt(r.get(c)).replace(",", ";") for c in COLUMNS) for r in rows]
+    lines = [",".join(COLUMNS)] + [",".join(cell(r.get(c)).replace(",", ";") for c in COLUMNS) for r in rows]
     atomic_write_text(ctx.out_dir / "benchmark.csv", "\n".join(lines) + "\n")
-    table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    table += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    atomic_write_text(ctx.out_dir / "report.md", (
+    atomic_write_text(ctx.report_path, (
         f"### {ctx.stage}: deployment variants\n\n{p.threads} CPU threads, batch 1 latency over {p.iterations} "
         f"timed calls after {p.warmup} warm-up, throughput at batch {p.batch_size}. Accuracy is on tiny-ImageNet "
-        "**val** (the official test split has no labels).\n\n" + "\n".join(table) + "\n"))
-    # One efficiency.csv row per variant (report.py reads accounting_extra.json beside accounting.json).
+        "**val** (the official test split has no labels).\n\n" + markdown_table(rows, COLUMNS) + "\n"))
+    # One efficiency.csv row per variant: the engine reads ctx.extra_rows_path beside the accounting.
     extra = [{"experiment": ctx.experiment, "stage": f"{ctx.stage}:{r['variant']}", "kind": "deploy_variant",
               "status": r["status"], "skip_reason": r["note"] if r["status"] == "skipped" else None,
               "throughput_per_s": r.get("throughput_per_s"), "val_acc": r.get("val_top1"),
               "precision": "int8" if r["variant"].startswith("int8") else "fp16" if "fp16" in r["variant"] else "fp32",
               "device": "cuda" if r["variant"].startswith("tensorrt") else "cpu", "cpus": p.threads,
               "seed": ctx.seed, "config_hash": ctx.fingerprint} for r in rows]
-    atomic_write_json(ctx.out_dir / "accounting_extra.json", extra)
+    atomic_write_json(ctx.extra_rows_path, extra)

@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.contract import ConfigError, StageContext, UpstreamError, register
 from safeio import atomic_path, atomic_write_text
+from safeio.markdown import markdown_table
 
 from jobs.data.files import PROBS_FILE, load_split
 
@@ -132,7 +133,7 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     write_csv(ctx.out_dir / "evaluation.csv", EVALUATION_COLUMNS, table)
     write_csv(ctx.out_dir / "ablation.csv", ABLATION_COLUMNS, ablation, {"accuracy": f"{p.split}_acc"})
     compared, comparison = against_baseline(p, ctx, rows, y)
-    atomic_write_text(ctx.out_dir / "report.md",
+    atomic_write_text(ctx.report_path,
                       fragment(ctx, p.split, table, ablation, scores[best], best) + summary_table(p, table)
                       + per_class_section(p.per_class or [best], scores, classes, p.split) + comparison)
     return {**metrics(p.split, rows, scores, models, best), **({"vs_baseline": compared} if compared else {})}
@@ -254,6 +255,11 @@ def write_row_files(ctx: StageContext, split: str, name: str, s: dict, classes: 
                  s["macro_precision"], s["macro_recall"], s["macro_f1"], s["n_images"])
 
 
+def _plain(value) -> str:
+    """A cell as str() writes it (these tables keep every digit, unlike safeio.markdown.cell); None empty."""
+    return "" if value is None else str(value)
+
+
 def _csv(text: str) -> str:
     return f'"{text}"' if "," in text or '"' in text else text
 
@@ -280,17 +286,7 @@ def training_cost(ctx: StageContext, stage: str) -> dict:
     return {"trainable_params": acct.get("trainable_params"), "epochs": epochs, "samples_per_epoch": samples,
             "epochs_x_samples": epochs * samples if epochs and samples else None, "device": acct.get("device"),
             "wall_s": acct.get("wall_s"), "early_stop_epoch": done.get("early_stop_epoch"),
-            **device_hours(acct)}
-
-
-def device_hours(acct: dict) -> dict:
-    """Wall time x the devices it held: GPU-hours on a GPU (num_devices), CPU-hours otherwise (cpus)."""
-    wall, gpu = acct.get("wall_s"), acct.get("device") == "cuda"
-    count = acct.get("num_devices") if gpu else acct.get("cpus")
-    if not wall or not count:
-        return {"gpu_hours": None, "cpu_hours": None}
-    hours = round(wall * count / 3600, 4)
-    return {"gpu_hours": hours if gpu else None, "cpu_hours": None if gpu else hours}
+            **ctx.upstream_cost(acct)}
 
 
 def evaluation_row(row: Row, s: dict, costs: dict) -> dict:
@@ -332,13 +328,11 @@ def metrics(split: str, rows: list[Row], scores: dict, models: dict, best: str) 
 
 
 def fragment(ctx, split: str, table: list[dict], ablation: list[dict], top: dict, best: str) -> str:
-    lines = ["| " + " | ".join(EVALUATION_COLUMNS) + " |", "|" + "---|" * len(EVALUATION_COLUMNS)]
-    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in EVALUATION_COLUMNS) + " |" for r in table]
     effect = effect_sentence(table, split)
     return (f"### {ctx.stage}: {split} split\n\n{split.capitalize()} accuracy **{100 * top['accuracy']:.2f}%** on "
             f"{top['n_images']} images for `{best}` (chosen by validation accuracy); macro precision "
             f"{top['macro_precision']:.3f}, recall {top['macro_recall']:.3f}, F1 {top['macro_f1']:.3f}.\n\n"
-            + "\n".join(lines) + "\n\n" + (effect + "\n\n" if effect else "")
+            + markdown_table(table, EVALUATION_COLUMNS, fmt=_plain) + "\n\n" + (effect + "\n\n" if effect else "")
             + (trade_off_summary(ablation, split) + "\n\n" if len(ablation) > 1 else "")
             + f"Classification report of `{best}`:\n\n```text\n{top['report'].rstrip()}\n```\n\n"
             "![confusion matrix](confusion.png)\n\nPer class: [per_class.csv](per_class.csv); "
@@ -356,13 +350,12 @@ def summary_table(p: EvaluateParams, table: list[dict]) -> str:
     by_row = {r["row"]: r for r in table}
     head = ["row", "approach", f"{p.split} accuracy", "trainable params", "epochs x samples", "wall s",
             "GPU-hours", "CPU-hours"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, label in p.labels.items():
-        r = by_row[name]
-        cells = [f"{100 * r['accuracy']:.2f}%"] + ["" if r[c] is None else f"{r[c]:,}" if isinstance(r[c], int)
-                                                   else str(r[c]) for c in SUMMARY_COLUMNS[1:]]
-        lines.append(f"| `{name}` | {label} | " + " | ".join(cells) + " |")
-    return "\n#### Summary\n\n" + "\n".join(lines) + "\n"
+
+    def cells(r: dict) -> list[str]:
+        return [f"{100 * r['accuracy']:.2f}%"] + [f"{r[c]:,}" if isinstance(r[c], int) else _plain(r[c])
+                                                  for c in SUMMARY_COLUMNS[1:]]
+    rows = [[f"`{name}`", label, *cells(by_row[name])] for name, label in p.labels.items()]
+    return "\n#### Summary\n\n" + markdown_table(rows, head, fmt=str) + "\n"
 
 
 def per_class_section(names: list[str], scores: dict, classes: list[str], split: str, most: int = 20) -> str:
@@ -376,10 +369,9 @@ def per_class_section(names: list[str], scores: dict, classes: list[str], split:
                    f"{pc['f1'][hard]:.3f}, recall {pc['recall'][hard]:.3f}); easiest: **{classes[easy]}** "
                    f"(F1 {pc['f1'][easy]:.3f}, recall {pc['recall'][easy]:.3f}).\n")
         if len(classes) <= most:
-            rows = ["| id | class | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
-            rows += [f"| {i} | {c} | {pc['precision'][i]:.3f} | {pc['recall'][i]:.3f} | {pc['f1'][i]:.3f} | "
-                     f"{int(pc['support'][i])} |" for i, c in enumerate(classes)]
-            out.append("\n".join(rows) + "\n")
+            rows = [[i, c, f"{pc['precision'][i]:.3f}", f"{pc['recall'][i]:.3f}", f"{pc['f1'][i]:.3f}",
+                     int(pc["support"][i])] for i, c in enumerate(classes)]
+            out.append(markdown_table(rows, ["id", "class", "precision", "recall", "F1", "support"], fmt=str) + "\n")
     return "".join(out)
 
 

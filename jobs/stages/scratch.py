@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.contract import StageContext, register
 from safeio import atomic_write_json, atomic_write_text
+from safeio.markdown import markdown_table
 
 from jobs.data.files import PROBS_FILE, DataError, load_split, save_arrays
 
@@ -51,7 +52,7 @@ def scratch_cnn_stage(p: ScratchCNNParams, ctx: StageContext) -> dict:
     test = evaluate_scratch(model, data["x_test"], data["y_test"])
     n_params = sum(q.data.numel() for q in model.parameters())
     _curves(ctx, history, "val", "epoch", plot_history)
-    atomic_write_text(ctx.out_dir / "report.md", f"### {ctx.stage}: CNN without autograd ({len(classes)} classes, "
+    atomic_write_text(ctx.report_path, f"### {ctx.stage}: CNN without autograd ({len(classes)} classes, "
                       f"`{p.data_stage}`)\n\nTest accuracy **{100 * test['acc']:.2f}%** after {p.epochs} epochs.\n\n"
                       "![curves](curves.png)\n")
     n = len(data["y_train"])
@@ -117,7 +118,7 @@ def numpy_mlp_stage(p: NumpyMLPParams, ctx: StageContext) -> dict:
     _curves(ctx, history, "test", "step", plot_history)
     save_arrays(ctx.out_dir / PROBS_FILE, val=mlp.forward(data["x_val"]), test=mlp.forward(data["x_test"]))
     final = history[-1]
-    atomic_write_text(ctx.out_dir / "report.md", f"### {ctx.stage}: NumPy MLP ({p.dnn_hidden_units}; "
+    atomic_write_text(ctx.report_path, f"### {ctx.stage}: NumPy MLP ({p.dnn_hidden_units}; "
                       f"{len(classes)} classes, `{p.data_stage}`)\n\nPreprocessing `{p.preprocess}`, init "
                       f"`{p.init}`, SGD lr {p.learning_rate:g}, batch {p.batch_size}.\n\n"
                       f"Test accuracy **{100 * final['test_acc']:.2f}%** after {p.max_steps} steps.\n\n"
@@ -170,18 +171,17 @@ def layernorm_check_stage(p: LayerNormCheckParams, ctx: StageContext) -> dict:
     columns = ["implementation", "max_diff_out_fp32", "max_diff_grad_x_fp32", "max_diff_out_fp64",
                "max_diff_grad_x_fp64", "max_diff_grad_gamma_fp64", "max_diff_vs_autograd_fp64", "gradcheck_fp64",
                "fwd_bwd_ms"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in table]
     for r in table:
         ctx.log.info("%s: max |diff| vs torch.nn.LayerNorm out %.2e grad_x %.2e (fp64), gradcheck %s, %.3f ms",
                      r["implementation"], r["max_diff_out_fp64"], r["max_diff_grad_x_fp64"], r["gradcheck_fp64"],
                      r["fwd_bwd_ms"])
     atomic_write_json(ctx.out_dir / "layernorm.json", table)
-    atomic_write_text(ctx.out_dir / "report.md", f"### {ctx.stage}: LayerNorm, three ways\n\n"
+    atomic_write_text(ctx.report_path, f"### {ctx.stage}: LayerNorm, three ways\n\n"
                       f"Input ({p.rows}, {p.features}), N(1, 3^2) entries, random gamma and beta, one upstream "
                       f"gradient for all. Differences are the largest absolute difference from "
                       f"torch.nn.LayerNorm (last column but two: from LayerNormAutograd); time is the median "
-                      f"float32 forward + backward of {p.repeats} calls on {ctx.device}.\n\n" + "\n".join(lines) + "\n")
+                      f"float32 forward + backward of {p.repeats} calls on {ctx.device}.\n\n"
+                      + markdown_table(table, columns, fmt=_cell) + "\n")
     worst = max(max(v for k, v in r.items() if k.startswith("max_diff") and k.endswith("fp64")) for r in table)
     return {"max_diff_fp64": worst, "gradcheck": all(r["gradcheck_fp64"] for r in table),
             "fwd_bwd_ms": {r["implementation"]: r["fwd_bwd_ms"] for r in table}}

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pipeline.contract import ConfigError, StageContext, register
 from safeio import atomic_write_json, atomic_write_text
+from safeio.markdown import markdown_table
 
 from jobs.stages.train import TrainModelSpec, TrainStageParams
 
@@ -100,7 +101,7 @@ def run(p: HpoParams, ctx: StageContext) -> dict:
     summary = summarise(study, ctx.out_dir, settings)
     best_recipe = with_values(p, summary["best_params"])
     atomic_write_json(ctx.out_dir / "best_config.json", dataclasses.asdict(best_recipe))
-    atomic_write_text(ctx.out_dir / "report.md", report_fragment(ctx, p, summary))
+    atomic_write_text(ctx.report_path, report_fragment(ctx, p, summary))
     attrs = [t.user_attrs for t in study.get_trials(deepcopy=False) if "epochs_run" in t.user_attrs]
     ctx.record(epochs=sum(a["epochs_run"] for a in attrs), total_samples=sum(a["total_samples"] for a in attrs),
                trainable_params=summary["best_user_attrs"].get("trainable_params"), model=p.model.name,
@@ -159,7 +160,7 @@ def run_trial(trial, p: HpoParams, ctx: StageContext) -> float:
 
 
 def report_fragment(ctx: StageContext, p: HpoParams, s: dict) -> str:
-    params = "\n".join(f"| `{k}` | {v} |" for k, v in s["best_params"].items())
+    params = markdown_table([(f"`{k}`", v) for k, v in s["best_params"].items()], ["parameter", "best value"], fmt=str)
     plots = "\n".join(f"![{name}]({name})" if why == "written" else f"- {name}: {why}"
                       for name, why in s["plots"].items())
     return (f"### {ctx.stage}: hyper-parameter search\n\n"
@@ -168,7 +169,7 @@ def report_fragment(ctx: StageContext, p: HpoParams, s: dict) -> str:
             f"(target {p.n_trials} finished), by {ctx.num_tasks} worker(s); sampler {p.sampler}, pruner {p.pruner}. "
             f"All trials: [trials.csv](trials.csv). The trials trained for {s['trial_seconds']:.0f} s in all; "
             f"the search's SLURM cost, summed over its array tasks, is this stage's row in efficiency.csv.\n\n"
-            f"| parameter | best value |\n|---|---|\n{params}\n\n{plots}\n")
+            f"{params}\n\n{plots}\n")
 
 
 @dataclass

@@ -166,8 +166,9 @@ def _write_outputs(ctx: StageContext, p: TrainStageParams, run_state: dict, fact
     history = run_state["history"]
     atomic_write_json(ctx.out_dir / "history.json", history)
     plot_history(history, ctx.out_dir / "curves.png", f"{ctx.experiment}/{ctx.stage}")
-    from jobs.training.report import train_fragment
-    atomic_write_text(ctx.out_dir / "report.md", train_fragment(ctx, p, run_state, facts))
+    from jobs.training.summary import train_summary
+    grid = (ctx.out_dir / "augmented_grid.png").exists()
+    atomic_write_text(ctx.report_path, train_summary(ctx.stage, ctx.seed, p, run_state, facts, grid))
 
 
 def _record(ctx: StageContext, p: TrainStageParams, run_state: dict, mode: str, n: int, trainable: int, total: int,
@@ -265,7 +266,7 @@ def write_sample_grid(ctx: StageContext, meta: dict, augment, data: dict, classe
 
 
 def _log_pretrained(ctx: StageContext, spec: ModelSpec) -> None:
-    from jobs.training.report import pretrained_reason
+    from jobs.training.summary import pretrained_reason
     ctx.log.info("model %s, pretrained: %s (%s)", spec.name, spec.pretrained, pretrained_reason(spec.pretrained))
 
 

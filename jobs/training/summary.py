@@ -1,6 +1,9 @@
-"""The `train` stage's section of report.md, from what the run measured and logged, in the order a
-reader checks a run: environment and reproducibility, model, surgery, head, inputs, curves, result."""
+"""The written summary of one training run (a `train` stage's section of report.md), from what
+the run measured and logged, in the order a reader checks a run: environment and reproducibility,
+model, surgery, head, inputs, curves, result."""
 from __future__ import annotations
+
+from safeio.markdown import markdown_table
 
 PRETRAINED_REASONS = {
     "none": "random init; no pretrained weights asked for, and none can be downloaded offline",
@@ -17,11 +20,12 @@ def pretrained_reason(pretrained: str) -> str:
     return PRETRAINED_REASONS.get(pretrained, "weights from a state_dict file")
 
 
-def train_fragment(ctx, p, run_state: dict, facts: dict) -> str:
+def train_summary(stage: str, seed: int, p, run_state: dict, facts: dict, grid: bool) -> str:
+    """The section of stage `stage`; `grid`: it links augmented_grid.png (the run wrote one)."""
     history = run_state["history"]
-    sections = [f"### {ctx.stage}: training\n", _environment(ctx, facts), _model(p, facts), _surgery(facts),
+    sections = [f"### {stage}: training\n", _environment(seed, facts), _model(p, facts), _surgery(facts),
                 "Inputs:\n\n" + "\n".join(f"- {line}" for line in facts["transforms"]) + "\n"]
-    if (ctx.out_dir / "augmented_grid.png").exists():
+    if grid:
         sections.append("![augmented training images](augmented_grid.png)\n")
     sections += ["![curves](curves.png)\n", _epochs(history),
                  f"Best val accuracy **{100 * run_state['best_acc']:.2f}%** at epoch {run_state['best_epoch']} of "
@@ -30,8 +34,8 @@ def train_fragment(ctx, p, run_state: dict, facts: dict) -> str:
     return "\n".join(sections)
 
 
-def _environment(ctx, facts: dict) -> str:
-    return (f"Environment: {facts['environment']}. Seed {ctx.seed}; {facts['determinism']}. Not pinned down by "
+def _environment(seed: int, facts: dict) -> str:
+    return (f"Environment: {facts['environment']}. Seed {seed}; {facts['determinism']}. Not pinned down by "
             f"the seed: {NONDETERMINISM}.\n")
 
 
@@ -58,7 +62,7 @@ def _surgery(facts: dict) -> str:
 
 
 def _epochs(history: list[dict]) -> str:
-    rows = ["| epoch | train loss | train acc | val loss | val acc | train - val (points) |", "|---|---|---|---|---|---|"]
-    rows += [f"| {h['epoch']} | {h['train_loss']:.4f} | {100 * h['train_acc']:.2f}% | {h['val_loss']:.4f} | "
-             f"{100 * h['val_acc']:.2f}% | {100 * (h['train_acc'] - h['val_acc']):+.1f} |" for h in history]
-    return "\n".join(rows) + "\n"
+    rows = [[h["epoch"], f"{h['train_loss']:.4f}", f"{100 * h['train_acc']:.2f}%", f"{h['val_loss']:.4f}",
+             f"{100 * h['val_acc']:.2f}%", f"{100 * (h['train_acc'] - h['val_acc']):+.1f}"] for h in history]
+    return markdown_table(rows, ["epoch", "train loss", "train acc", "val loss", "val acc",
+                                 "train - val (points)"]) + "\n"
