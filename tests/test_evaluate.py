@@ -135,26 +135,28 @@ def _ctx(tmp_path, upstream: dict):
                         logging.getLogger("test_evaluate"), {})
 
 
-def test_load_trained_reads_old_checkpoints_and_names_a_broken_one(tmp_path):
-    """A best.pt of the removed kind train_classifier (meta without `spec`) still loads, with its
-    grey [-1, 1] transform; an unreadable one is the engine's one-line UpstreamError."""
+def test_load_trained_rebuilds_the_model_and_names_a_broken_one(tmp_path):
+    """A best.pt as kind `train` writes it (meta with `spec`) loads back as the same network with
+    its transform; an unreadable one is the engine's one-line UpstreamError."""
     from jobs.models.registry import SmallCNN
-    from jobs.models.trained import load_trained
+    from jobs.training.trained import load_trained
     from pipeline.contract import UpstreamError
     torch.manual_seed(0)
     saved = SmallCNN(10, image_size=8).eval()
     (tmp_path / "old").mkdir()
-    torch.save({"model": saved.state_dict(), "epoch": 3, "val_acc": 0.9,
-                "meta": {"model": "small_cnn", "num_classes": 10, "image_size": 8}}, tmp_path / "old" / "best.pt")
-    model, transform, meta, best = load_trained(_ctx(tmp_path, {"old": tmp_path / "old"}), "old")
+    meta = {"spec": {"name": "small_cnn", "pretrained": "none", "source": "auto", "kwargs": {}}, "num_classes": 10,
+            "resolution": 8, "native": 8, "channels": 1, "model_channels": 1, "normalize": "none"}
+    torch.save({"model": saved.state_dict(), "epoch": 3, "val_acc": 0.9, "meta": meta}, tmp_path / "old" / "best.pt")
+    ctx = _ctx(tmp_path, {"old": tmp_path / "old"})
+    model, transform, meta, best = load_trained(ctx.load_upstream, "old", ctx.log)
     x = torch.randint(0, 256, (4, 8, 8), dtype=torch.uint8)
-    assert torch.allclose(transform(x, False), x.float().div(127.5).sub(1).unsqueeze(1), atol=1e-6)
+    assert torch.allclose(transform(x, False), x.float().div(255).unsqueeze(1), atol=1e-6)
     with torch.no_grad():
         assert torch.equal(model(transform(x, False)), saved(transform(x, False)))
     assert not model.training and best["epoch"] == 3 and meta["num_classes"] == 10
     (tmp_path / "old" / "best.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UpstreamError, match="best.pt cannot be read.*stage 'old'"):
-        load_trained(_ctx(tmp_path, {"old": tmp_path / "old"}), "old")
+        load_trained(ctx.load_upstream, "old", ctx.log)
 
 
 # ---------------------------------------------------------------------------------------- config

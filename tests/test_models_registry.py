@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.models.registry import (SmallCNN, build_model, create_model, find_head, list_models, replace_head,
+from jobs.models.registry import (SmallCNN, create_model, find_head, list_models, replace_head,
                                   stage_imagenet_weights, use_weights_cache, write_weights_manifest)
 
 X32 = torch.randn(2, 3, 32, 32)   # (N, C, H, W): every model here is built and run at 32 px
@@ -196,10 +196,3 @@ def test_staging_errors_say_what_to_do(tmp_path, clean_env, log):
         stage_imagenet_weights("resnet10t", tmp_path / "cache", str(tmp_path / "r34.pt"), log)
     with pytest.raises(ValueError, match="'small_cnn' is a project net: it has no ImageNet weights"):
         stage_imagenet_weights("small_cnn", tmp_path / "cache", "", log)
-
-
-def test_build_model_for_checkpoints_written_before_kind_train(log):
-    """Their meta names the model and image size; the state_dict keys are create_model's."""
-    assert isinstance(build_model("small_cnn", 10, 8), SmallCNN)
-    old = build_model("resnet18", 62, 28)
-    assert old.fc.out_features == 62 and set(old.state_dict()) == set(create_model("resnet18", 62, log).state_dict())

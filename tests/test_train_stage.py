@@ -23,8 +23,7 @@ from jobs.stages.train import TrainStageParams
 from jobs.training.features import cache_blocker, extract_features, fit_head_on_features, headless
 from jobs.training.loop import (TrainParams, fit, make_loss, make_optimizer, make_scheduler, mix_batch,
                                 mixed_loss)
-from jobs.training.transforms import (AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats,
-                                      make_prepare)
+from jobs.training.transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -347,15 +346,6 @@ def test_geometric_augmentations_are_one_resampling_with_the_resize():
     assert down(x, True).shape == (8, 1, 5, 5)
     with pytest.raises(ValueError, match=r"crop_area: got \[0.5, 2\]; expected \[min, max\]"):
         BatchTransform(1, 1, 0, 10, "none", crop_area=(0.5, 2))
-
-
-def test_transform_for_checkpoints_written_before_kind_train():
-    """Their meta has no `spec`: grey digits in [-1, 1], or EMNIST glyphs as ImageNet input."""
-    x = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
-    grey = make_prepare({"image_size": 2})(x, False)
-    assert grey.shape == (1, 1, 2, 2) and torch.allclose(grey[0, 0], x[0].float() / 127.5 - 1)
-    rgb = make_prepare({"input": "imagenet", "resolution": 4})(x, False)
-    assert rgb.shape == (1, 3, 4, 4) and torch.allclose(rgb[0, 1, 0, 0], torch.tensor(-IMAGENET_MEAN[1] / IMAGENET_STD[1]))
 
 
 # ---------------------------------------------------------------------------- end to end, local

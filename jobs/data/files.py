@@ -5,12 +5,17 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from safeio import atomic_path, atomic_write_json, atomic_write_text
 
 MANIFEST = "MANIFEST.json"
+
+# (upstream stage, file name, reader of the file's path) -> what the reader returns. A stage passes
+# its ctx.load_upstream: a missing or unreadable file then names the stage that must run again.
+UpstreamReader = Callable[[str, str, Callable[[Path], Any]], Any]
 
 
 class DataError(RuntimeError):
@@ -62,21 +67,16 @@ PROBS_FILE = "probs.npz"      # class probabilities (N, K) per split of a stage 
                               # evaluate's `scored_stages` read it
 
 
-def load_split(ctx, stage: str) -> dict[str, np.ndarray]:
-    """The arrays of upstream data stage `stage` (its split.npz), through the stage context."""
-    return load_arrays(ctx.need(stage) / SPLIT_FILE, stage)
+def load_split(load_upstream: UpstreamReader, stage: str) -> dict[str, np.ndarray]:
+    """The arrays of upstream data stage `stage` (its split.npz)."""
+    return load_upstream(stage, SPLIT_FILE, read_arrays)
 
 
-def load_arrays(path: Path, producer: str) -> dict[str, np.ndarray]:
-    """The arrays of an upstream stage's .npz; a missing or unreadable file names that stage."""
-    from pipeline.contract import UpstreamError
-    if not path.exists():
-        raise UpstreamError(producer, path, "is missing")
-    try:
-        with np.load(path, allow_pickle=False) as bundle:
-            return {k: bundle[k] for k in bundle.files}   # members are read (and CRC-checked) here
-    except Exception as err:  # noqa: BLE001 - zip, CRC, header and pickle errors alike
-        raise UpstreamError(producer, path, f"cannot be read ({type(err).__name__}: {err})") from err
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read now: a damaged member (zip, CRC, header) fails here, inside the
+    upstream reader, not later in the middle of a run."""
+    with np.load(path, allow_pickle=False) as bundle:
+        return {k: bundle[k] for k in bundle.files}
 
 
 def write_class_counts(path: Path, class_names: list[str], splits: dict[str, np.ndarray]) -> None:

@@ -35,6 +35,18 @@ def quantize_model(model, method: str):
     raise ValueError(f"unknown quantization method {method!r}; valid choices: torch_ao, torchao")
 
 
+def val_inputs(arrays: dict[str, np.ndarray], transform, limit: int = 0):
+    """The validation images of a split (jobs/data/files.py) as the model's input (N, C, R, R),
+    made by the transform it was trained with, and their labels; the first `limit` (0 = all)."""
+    import torch
+    x, y = arrays["x_val"], arrays["y_val"]
+    if limit:
+        x, y = x[:limit], y[:limit]
+    with torch.no_grad():
+        inputs = torch.cat([transform(torch.from_numpy(x[i:i + 256]), False) for i in range(0, len(x), 256)])
+    return inputs, torch.from_numpy(y)
+
+
 def predict(model, x, batch: int = 64):
     import torch
     with torch.no_grad():

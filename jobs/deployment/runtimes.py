@@ -10,6 +10,8 @@ from safeio import atomic_path
 
 from jobs.deployment.quantize import predict
 
+ONNX_FILE = "model.onnx"     # what export_onnx writes; tensorrt and the benchmark read it
+
 
 def ort_session(path: Path, threads: int = 2):
     import onnxruntime as ort

@@ -47,12 +47,6 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
-    """A freshly initialised model, as checkpoints written before kind `train` name it (their meta
-    has `model` and `image_size`, no `spec`); new code calls create_model."""
-    return create_model(ModelSpec(name), num_classes, image_size=image_size)
-
-
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
@@ -68,14 +62,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 # The project's own networks by name: name -> factory(num_classes, **kwargs) -> nn.Module.
 PROJECT_MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "mlp": MLP, "preact_vgg": PreActVGG,
                                                         "search_cnn": SearchCNN}
-
-
-def register_model(name: str):
-    """Decorator: add a project network to the registry (`@register_model("mlp") class MLP: ...`)."""
-    def deco(factory):
-        PROJECT_MODELS[name] = factory
-        return factory
-    return deco
 
 
 def _as_spec(spec: ModelSpec | dict | str) -> ModelSpec:

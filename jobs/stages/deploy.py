@@ -1,6 +1,6 @@
 """Deployment stages on a classifier trained by the `train` kind (any registry model; the deploy
 experiment: a frozen DINOv2 ViT-S/14 with a linear head): int8 quantization here, ONNX export and
-a TensorRT engine (deploy_export.py), one benchmark comparing them (deploy_bench.py)."""
+a TensorRT engine (deploy_export.py), one benchmark comparing them (deploy_benchmark.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,28 +11,7 @@ from pipeline.contract import StageContext, register
 from safeio import atomic_write_json
 
 from jobs.data.files import load_split
-from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes, time_batches
-
-
-def trained_classifier(ctx: StageContext, stage: str):
-    """(model in eval mode on the CPU, its input transform, its meta) from upstream `stage`'s
-    best.pt, as the `train` kind saved it (jobs/models/trained.py)."""
-    from jobs.models.trained import load_trained
-    model, transform, meta, _ = load_trained(ctx, stage)
-    return model, transform, meta
-
-
-def val_inputs(ctx: StageContext, data_stage: str, transform, limit: int = 0):
-    """Validation images as the model's input (N, C, R, R), made by the transform it was trained
-    with, and their labels."""
-    import torch
-    arrays = load_split(ctx, data_stage)
-    x, y = arrays["x_val"], arrays["y_val"]
-    if limit:
-        x, y = x[:limit], y[:limit]
-    with torch.no_grad():
-        inputs = torch.cat([transform(torch.from_numpy(x[i:i + 256]), False) for i in range(0, len(x), 256)])
-    return inputs, torch.from_numpy(y)
+from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes, time_batches, val_inputs
 
 
 @dataclass
@@ -52,9 +31,10 @@ class QuantizeParams:
 def quantize(p: QuantizeParams, ctx: StageContext) -> dict:
     import torch
 
+    from jobs.training.trained import load_trained
     torch.set_num_threads(p.threads)
-    model, transform, _ = trained_classifier(ctx, p.head_stage)
-    x, y = val_inputs(ctx, p.data_stage, transform, p.val_limit)
+    model, transform, _, _ = load_trained(ctx.load_upstream, p.head_stage, ctx.log)
+    x, y = val_inputs(load_split(ctx.load_upstream, p.data_stage), transform, p.val_limit)
     ref = predict(model, x).argmax(1)
     bench_x = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]
     fp32_s = time_batches(model, bench_x, p.timed_iterations)

@@ -13,10 +13,9 @@ from pipeline.contract import StageContext, register
 from safeio import atomic_write_json, atomic_write_text
 from safeio.markdown import cell, markdown_table
 
+from jobs.data.files import load_split
 from jobs.deployment.benchmark import measure
-from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes
-from jobs.stages.deploy import trained_classifier, val_inputs
-from jobs.stages.deploy_export import ONNX_FILE
+from jobs.deployment.quantize import predict, quantize_model, state_dict_bytes, val_inputs
 
 COLUMNS = ("variant", "status", "latency_b1_p50_ms", "latency_b1_p90_ms", "throughput_per_s", "size_mb",
            "val_top1", "agreement_with_fp32", "speedup_p50_vs_fp32", "speedup_throughput_vs_fp32", "note")
@@ -40,10 +39,11 @@ class BenchParams:
 def run(p: BenchParams, ctx: StageContext) -> dict:
     import torch
 
-    from jobs.deployment.runtimes import ort_session
+    from jobs.deployment.runtimes import ONNX_FILE, ort_session
+    from jobs.training.trained import load_trained
     torch.set_num_threads(p.threads)
-    model, transform, _ = trained_classifier(ctx, p.head_stage)
-    x, y = val_inputs(ctx, p.data_stage, transform, p.val_limit)
+    model, transform, _, _ = load_trained(ctx.load_upstream, p.head_stage, ctx.log)
+    x, y = val_inputs(load_split(ctx.load_upstream, p.data_stage), transform, p.val_limit)
     xn = x[:p.batch_size] if len(x) >= p.batch_size else x.repeat(p.batch_size, 1, 1, 1)[:p.batch_size]
     x1 = xn[:1]
     variants = {"fp32_eager": (model, state_dict_bytes(model))}

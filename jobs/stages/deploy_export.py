@@ -9,10 +9,9 @@ import numpy as np
 from pipeline.contract import StageContext, register
 from safeio import atomic_path
 
-from jobs.deployment.runtimes import TensorRTRunner, onnx_parity, ort_session, tensorrt_unavailable
-from jobs.stages.deploy import trained_classifier, val_inputs
-
-ONNX_FILE = "model.onnx"     # what export_onnx writes; tensorrt and the benchmark read it
+from jobs.data.files import load_split
+from jobs.deployment.quantize import val_inputs
+from jobs.deployment.runtimes import ONNX_FILE, TensorRTRunner, onnx_parity, ort_session, tensorrt_unavailable
 
 
 @dataclass
@@ -29,7 +28,8 @@ def export_onnx(p: ExportParams, ctx: StageContext) -> dict:
     import onnx
     import torch
 
-    model, transform, meta = trained_classifier(ctx, p.head_stage)
+    from jobs.training.trained import load_trained
+    model, transform, meta, _ = load_trained(ctx.load_upstream, p.head_stage, ctx.log)
     size = meta["resolution"]
     path = ctx.out_dir / ONNX_FILE
     example = torch.randn(2, meta["model_channels"], size, size)
@@ -39,7 +39,7 @@ def export_onnx(p: ExportParams, ctx: StageContext) -> dict:
                           dynamic_shapes=({0: batch},), opset_version=p.opset, dynamo=True, external_data=False,
                           verbose=False)
     onnx.checker.check_model(str(path))
-    x, y = val_inputs(ctx, p.data_stage, transform, p.val_limit)
+    x, y = val_inputs(load_split(ctx.load_upstream, p.data_stage), transform, p.val_limit)
     parity = onnx_parity(model, path, x)
     if parity["max_abs_diff"] > p.max_abs_tolerance:
         raise RuntimeError(f"ONNX Runtime differs from eager by {parity['max_abs_diff']:.2e} "
@@ -70,8 +70,9 @@ def tensorrt_stage(p: TensorRTParams, ctx: StageContext) -> dict:
         return {"status": "skipped", "skip_reason": reason}
     onnx_path = ctx.need(p.export_stage) / ONNX_FILE
     engine_path = ctx.out_dir / "model.plan"
-    _, transform, _ = trained_classifier(ctx, p.head_stage)
-    x, _ = val_inputs(ctx, p.data_stage, transform, p.val_limit)
+    from jobs.training.trained import load_trained
+    _, transform, _, _ = load_trained(ctx.load_upstream, p.head_stage, ctx.log)
+    x, _ = val_inputs(load_split(ctx.load_upstream, p.data_stage), transform, p.val_limit)
     runner = TensorRTRunner.build(onnx_path, engine_path, p.fp16, max_batch=max(p.batch_size, len(x)))
     ort_logits = ort_session(onnx_path).run(None, {"pixels": x.numpy()})[0]
     trt_logits = runner(x).float().cpu().numpy()

@@ -113,7 +113,7 @@ def run(p: EvaluateParams, ctx: StageContext) -> dict:
     from jobs.evaluation.metrics import score
     from jobs.models.registry import use_weights_cache
     use_weights_cache(ctx.cache_dir, offline=True)                 # rebuilding a model never downloads
-    arrays = load_split(ctx, p.data_stage)
+    arrays = load_split(ctx.load_upstream, p.data_stage)
     classes, y = [str(c) for c in arrays["classes"]], arrays[f"y_{p.split}"]
     ctx.log.info("scoring the %s split: %d images, %d classes", p.split, len(y), len(classes))
     rows, models = model_rows(p, ctx, arrays, classes)
@@ -170,12 +170,12 @@ def model_rows(p: EvaluateParams, ctx: StageContext, arrays: dict, classes: list
     """Each model stage's probabilities on the split (and mirrored, with tta), and what is known of
     it: the checkpoint's val accuracy and epoch, and, for val_weighted, its val accuracy measured here."""
     from jobs.evaluation.metrics import accuracy, predict_proba
-    from jobs.models.trained import load_trained
+    from jobs.training.trained import load_trained
     from jobs.training.loop import resolve_device
     device, x = resolve_device(ctx.device), arrays[f"x_{p.split}"]
     rows, models, images = [], {}, 0
     for stage in p.model_stages:
-        model, transform, meta, best = load_trained(ctx, stage)
+        model, transform, meta, best = load_trained(ctx.load_upstream, stage, ctx.log)
         check_classes(stage, meta, classes, p.data_stage)
         predict = partial(predict_proba, model, transform=transform, device=device, batch_size=p.batch_size)
         plain = predict(x)

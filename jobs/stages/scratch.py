@@ -42,7 +42,7 @@ def scratch_cnn_stage(p: ScratchCNNParams, ctx: StageContext) -> dict:
 
     torch.manual_seed(ctx.seed)
     device = resolve_device(ctx.device)
-    arrays = load_split(ctx, p.data_stage)
+    arrays = load_split(ctx.load_upstream, p.data_stage)
     data = _grey_tensors(arrays, p, ctx.seed, device)
     classes = [str(c) for c in arrays["classes"]]
     model = scratch_cnn(data["x_train"].shape[-1], len(classes), tuple(p.channels), p.hidden, ctx.seed)
@@ -106,7 +106,7 @@ def numpy_mlp_stage(p: NumpyMLPParams, ctx: StageContext) -> dict:
     from jobs.evaluation.plots import plot_history
     from jobs.scratch.numpy_mlp import MLP, parse_hidden, train_mlp
 
-    arrays = load_split(ctx, p.data_stage)
+    arrays = load_split(ctx.load_upstream, p.data_stage)
     data = cifar_features(arrays, p.preprocess)
     classes = [str(c) for c in arrays["classes"]]
     mlp = MLP(data["x_train"].shape[1], parse_hidden(p.dnn_hidden_units), len(classes), seed=ctx.seed,

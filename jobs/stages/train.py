@@ -94,7 +94,7 @@ def fit_model(p: TrainStageParams, ctx: StageContext, on_epoch=None, train_on_va
     facts = {"environment": environment_summary(), "determinism": determinism_flags()}
     ctx.log.info("environment: %s", facts["environment"])
     ctx.log.info("determinism: %s", facts["determinism"])
-    arrays = load_split(ctx, p.data_stage)
+    arrays = load_split(ctx.load_upstream, p.data_stage)
     data = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "classes"}
     if train_on_val:
         data["x_train"] = torch.cat([data["x_train"], data["x_val"]])

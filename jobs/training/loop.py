@@ -354,7 +354,7 @@ def _read_checkpoint(ctx) -> dict | None:
     set aside under a new name, so it neither fails every later run nor gets lost."""
     path = ctx.checkpoint_path
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)
         if not isinstance(ckpt, dict) or "run" not in ckpt:
             raise ValueError("not a checkpoint written by this training loop")
         return ckpt
@@ -367,6 +367,12 @@ def _read_checkpoint(ctx) -> dict | None:
         ctx.log.warning("checkpoint %s is unreadable (%s: %s); set aside as %s, training starts clean",
                         path, type(err).__name__, str(err)[:200], aside)
         return None
+
+
+def read_checkpoint(path) -> dict:
+    """A file torch.save wrote here (best.pt, the resume file), on the CPU. Not weights_only: it
+    holds meta, config and RNG states besides tensors, and only this project's own files are read."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def save_atomic(path, obj) -> None:

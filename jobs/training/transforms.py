@@ -207,15 +207,6 @@ def transform_from_meta(meta: dict, augment=(), generator: torch.Generator | Non
                           meta.get("rotate_deg", ROTATE_DEG), meta.get("crop_area", RESIZED_CROP_AREA))
 
 
-def make_prepare(meta: dict) -> BatchTransform:
-    """The input transform of a checkpoint written before kind `train` (meta without `spec`):
-    ImageNet-normalised 3-channel input at meta['resolution'], or grey [-1, 1] at meta['image_size']."""
-    if meta.get("input") == "imagenet":
-        return BatchTransform(1, 3, meta["resolution"], meta["resolution"], "imagenet")
-    size = meta["image_size"]
-    return BatchTransform(1, 1, size, size, "dataset", mean=(0.5,), std=(0.5,))    # (x/255 - 0.5) / 0.5
-
-
 def identity(x: torch.Tensor, training: bool) -> torch.Tensor:
     """The input as it is: for inputs that are already features (the cached-features head fit)."""
     return x
