@@ -152,15 +152,14 @@ def register(kind: str, params: type, several_processes: bool = False, array_tas
     return deco
 
 
-def load_modules(names: list[str]) -> None:
-    """Import the packages that register stage kinds (configs/defaults.yaml: stage_modules)."""
-    importlib.import_module("pipeline.kinds")
-    for name in names:
-        importlib.import_module(name)
-
-
 def get(kind: str) -> StageKind:
     return _KINDS[kind]
+
+
+def experiment_wide(kind: str) -> bool:
+    """A kind that reports on the whole experiment (registered `needs_order_only`, e.g. report):
+    variants do not vary it; a submit runs it once, after every variant."""
+    return kind in _KINDS and _KINDS[kind].needs_order_only
 
 
 def kinds() -> list[str]:

@@ -5,8 +5,8 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
-from pipeline.core.config import REPO_ROOT
 from pipeline.contract import StageContext, register
+from pipeline.core.paths import REPO_ROOT
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Run stages in this process: what SLURM jobs, the local executor and tests all call."""
+"""Run stages in this process: what queued jobs, the local executor and tests all call."""
 from __future__ import annotations
 
 import functools
@@ -16,16 +16,15 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import contract
-
-from pipeline.core import state
-from pipeline.accounting.record import METRIC_COLUMNS
-from pipeline.executors.slurm.sacct import array_id
-from pipeline.core.config import REPO_ROOT, Experiment, resolved_stage_config
-from pipeline.core.dag import forced, select
-from pipeline.contract import StageContext, UpstreamError
 import safeio
+from pipeline import contract, executors
+from pipeline.accounting.record import METRIC_COLUMNS
+from pipeline.contract import StageContext, UpstreamError
+from pipeline.core import state
+from pipeline.core.config import Experiment, from_raw, resolved_stage_config
+from pipeline.core.dag import forced, select
 from pipeline.core.fingerprint import fingerprints
+from pipeline.core.paths import REPO_ROOT, StagePaths
 
 
 class UpstreamNotDone(RuntimeError):
@@ -64,24 +63,25 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     if not contract.get(stage.kind).needs_order_only:
         check_upstream(exp, name, fps)
     out = exp.stage_dir(name)
+    files = StagePaths(out)
     if stage.resources.array > 1:
         return _run_array_task(exp, name, out, fps[name], fresh, job_id)
     rank = _join_distributed(stage.resources.world_size)
     if rank > 0:
         return _run_follower(exp, name, out, fps[name], rank)
     log = stage_logger(exp.name, name)
-    with safeio.exclusive_lock(out / ".run.lock", f"a run of stage {exp.name}/{name}"):
+    with safeio.exclusive_lock(files.run_lock, f"a run of stage {exp.name}/{name}"):
         state.clear_success(out)  # from here on the stage is not done until it says so
         tries = _begin_attempt(out, fps[name], job_id, fresh, log)
         _record_job(out, job_id, fps[name])
-        safeio.atomic_write_text(out / "config.yaml", yaml.safe_dump(
+        safeio.atomic_write_text(files.config, yaml.safe_dump(
             resolved_stage_config(exp, name, fps[name]), sort_keys=False))
         ctx = _context(exp, name, out, fps[name])
         record = _base_record(exp, name, job_id, fps[name])
         log.info("start %s (kind %s, fingerprint %s, job %s, attempt %d)", name, stage.kind, fps[name],
                  job_id or "-", len(tries["attempts"]))
         started = time.time()
-        with _StopOnSigterm() as stopper, _heartbeat(out / state.ATTEMPTS):
+        with _StopOnSigterm() as stopper, _heartbeat(files.attempts):
             try:
                 metrics = contract.get(stage.kind).run(stage.params, ctx) or {}
                 stopper.disarm()  # the stage's work is complete: a SIGTERM from now on changes nothing
@@ -94,8 +94,8 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
         record.update(ctx.accounting)
         record.update(_close_attempt(tries, status, record["wall_s"]))
-        safeio.atomic_write_json(out / "metrics.json", metrics)
-        safeio.atomic_write_json(out / "accounting.json", record)
+        safeio.atomic_write_json(files.metrics, metrics)
+        safeio.atomic_write_json(files.accounting, record)
         state.mark_success(out, fps[name], status, job_id)
         state.discard_attempts(out)   # the result is done: a later run starts clean
         log.info("%s %s in %.1f s (%d attempt(s), %.1f s in all)", name, status, record["attempt_wall_s"],
@@ -105,11 +105,10 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
 
 def _join_distributed(world_size: int) -> int:
     """For a stage that runs as several processes: export the env:// rendezvous variables
-    from this SLURM task's and return its rank (0 for a 1-process stage)."""
+    from this batch task's and return its rank (0 for a 1-process stage)."""
     if world_size == 1:
         return 0
-    from pipeline.executors.slurm.env import rendezvous_env
-    os.environ.update(rendezvous_env(world_size))
+    os.environ.update(executors.rendezvous_env(world_size))
     return int(os.environ["RANK"])
 
 
@@ -126,16 +125,6 @@ def _run_follower(exp: Experiment, name: str, out: Path, fingerprint: str, rank:
     return {}
 
 
-def array_task() -> tuple[int, int, str | None]:
-    """(task, tasks, job id `<array>_<task>`, as sacct names it) inside a SLURM job array;
-    (0, 1, None) elsewhere: outside SLURM an array stage runs as its one and only task."""
-    env = os.environ
-    if not env.get("SLURM_ARRAY_JOB_ID") or not env.get("SLURM_ARRAY_TASK_ID"):
-        return 0, 1, None
-    task = int(env["SLURM_ARRAY_TASK_ID"])
-    return task, int(env.get("SLURM_ARRAY_TASK_COUNT") or task + 1), f"{env['SLURM_ARRAY_JOB_ID']}_{task}"
-
-
 def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fresh: bool,
                     job_id: str | None) -> dict:
     """One task of a stage that runs as a job array (resources.array, e.g. hpo's workers). The
@@ -144,13 +133,15 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
     whichever task returns first marks the stage done; a later one rewrites the same result with
     the cost of every task added up (their job ids are the array's, so sacct sums them too)."""
     stage = exp.stages[name]
-    task, tasks, array_job = array_task()
-    job_id = array_job or job_id
-    if fresh and tasks == 1:             # a forced local run; under SLURM, submit cleaned the folder
+    job = executors.job_environment()
+    task, tasks = job.task, job.tasks
+    job_id = job.job_id if tasks > 1 else job_id
+    if fresh and tasks == 1:             # a forced local run; under a scheduler, submit cleaned the folder
         state.clean_stage_dir(out)
-    task_dir = out / "tasks" / str(task)
+    files = StagePaths(out)
+    task_dir = files.task(task).folder
     log = stage_logger(exp.name, f"{name}.task{task}" if tasks > 1 else name)
-    with safeio.exclusive_lock(task_dir / ".run.lock", f"task {task} of stage {exp.name}/{name}"):
+    with safeio.exclusive_lock(files.task(task).run_lock, f"task {task} of stage {exp.name}/{name}"):
         if (state.read_attempts(task_dir).get("attempts") or [{}])[-1].get("status") == "done":
             state.discard_attempts(task_dir)     # that result is complete: this run is a new one
         tries = _begin_attempt(task_dir, fingerprint, job_id, False, log)
@@ -160,7 +151,7 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
         log.info("start %s task %d of %d (kind %s, fingerprint %s, job %s, attempt %d)", name, task, tasks,
                  stage.kind, fingerprint, job_id or "-", len(tries["attempts"]))
         started = time.time()
-        with _StopOnSigterm() as stopper, _heartbeat(task_dir / state.ATTEMPTS):
+        with _StopOnSigterm() as stopper, _heartbeat(files.task(task).attempts):
             try:
                 metrics = contract.get(stage.kind).run(stage.params, ctx) or {}
                 stopper.disarm()
@@ -173,28 +164,27 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics}, **ctx.accounting)
         record.update(_close_attempt(tries, record["status"], record["wall_s"]))
         state.write_attempts(task_dir, tries)
-    with safeio.waiting_lock(out / ".finish.lock"):
-        record.update(_all_tasks(out, tasks, job_id, fingerprint))
-        safeio.atomic_write_text(out / "config.yaml", yaml.safe_dump(
+    array = job.array_id if tasks > 1 else None
+    with safeio.waiting_lock(files.finish_lock):
+        record.update(_all_tasks(out, tasks, array or job_id, list(job.task_ids) if tasks > 1 else [], fingerprint))
+        safeio.atomic_write_text(files.config, yaml.safe_dump(
             resolved_stage_config(exp, name, fingerprint), sort_keys=False))
-        safeio.atomic_write_json(out / "metrics.json", metrics)
-        safeio.atomic_write_json(out / "accounting.json", record)
-        state.mark_success(out, fingerprint, record["status"], job_id and array_id(job_id))
+        safeio.atomic_write_json(files.metrics, metrics)
+        safeio.atomic_write_json(files.accounting, record)
+        state.mark_success(out, fingerprint, record["status"], array or job_id)
     log.info("%s task %d %s in %.1f s; the stage's tasks took %.1f s in all", name, task, record["status"],
              record["attempt_wall_s"], record["wall_s"])
     return record
 
 
-def _all_tasks(out: Path, tasks: int, job_id: str | None, fingerprint: str) -> dict:
+def _all_tasks(out: Path, tasks: int, stage_job: str | None, task_ids: list[str], fingerprint: str) -> dict:
     """The stage's cost over every array task's attempts at this result: wall time summed, every
-    job id."""
-    records = [state.read_attempts(d) for d in sorted((out / "tasks").glob("*"))]
+    job id (each task's, as accounting names them)."""
+    records = [state.read_attempts(t.folder) for t in StagePaths(out).tasks()]
     attempts = [a for r in records if r.get("fingerprint") == fingerprint for a in r.get("attempts", [])]
-    job_ids = [f"{array_id(job_id)}_{i}" for i in range(tasks)] if job_id and "_" in job_id else []
-    job_ids += [str(a["job_id"]) for a in attempts if a.get("job_id")]
+    job_ids = task_ids + [str(a["job_id"]) for a in attempts if a.get("job_id")]
     return {"wall_s": round(sum(a.get("wall_s") or 0.0 for a in attempts), 3), "array_tasks": tasks,
-            "job_ids": list(dict.fromkeys(job_ids)), "job_id": array_id(job_id) if job_id else None,
-            "attempts": len(attempts)}
+            "job_ids": list(dict.fromkeys(job_ids)), "job_id": stage_job, "attempts": len(attempts)}
 
 
 def check_upstream(exp: Experiment, name: str, fps: dict) -> None:
@@ -224,7 +214,7 @@ def _end_failed_attempt(exp: Experiment, name: str, err: BaseException, ctx: Sta
     record.update(_close_attempt(tries, status, record["wall_s"]))
     try:
         state.write_attempts(ctx.out_dir, tries)
-        safeio.atomic_write_json(ctx.out_dir / "accounting.json", {**record, **ctx.accounting})
+        safeio.atomic_write_json(StagePaths(ctx.out_dir).accounting, {**record, **ctx.accounting})
     except OSError as write_err:  # e.g. a full disk: do not hide the stage's own error behind this one
         ctx.log.error("could not record the attempt: %s", write_err)
     if interrupted:
@@ -249,7 +239,7 @@ def _begin_attempt(out: Path, fingerprint: str, job_id: str | None, fresh: bool,
         if removed:
             why = "--force or an upstream rerun" if fresh else "the earlier run failed or had another fingerprint"
             log.info("starting clean (%s): removed %s", why, ", ".join(removed))
-    attempts.append({"attempt": len(attempts) + 1, "job_id": job_id, "step_id": _step_id(),
+    attempts.append({"attempt": len(attempts) + 1, "job_id": job_id, "step_id": executors.job_environment().step_id,
                      "started_at": safeio.now_iso(), "started": time.time(), "status": "running"})
     tries = {"fingerprint": fingerprint, "attempts": attempts}
     state.write_attempts(out, tries)
@@ -279,15 +269,11 @@ def _record_job(out: Path, job_id: str | None, fingerprint: str) -> None:
     it, so status shows its job id and log."""
     if not job_id or str(state.job_record(out).get("job_id")) == str(job_id):
         return
-    executor = "slurm" if os.environ.get("SLURM_JOB_ID") == str(job_id) else "local"
+    job = executors.job_environment()
+    executor = job.executor if job.job_id == str(job_id) else "local"
     state.write_job_record(out, {"job_id": str(job_id), "executor": executor, "fingerprint": fingerprint,
-                                 "log": os.environ.get("PIPELINE_LOG"), "step_id": _step_id(),
+                                 "log": os.environ.get("PIPELINE_LOG"), "step_id": job.step_id,
                                  "state": "running", "cached": False})
-
-
-def _step_id() -> str | None:
-    """The SLURM step that runs this stage when a one-allocation job runs each stage as a step."""
-    return os.environ.get("SLURM_STEP_ID") if os.environ.get("PIPELINE_AS_STEP") else None
 
 
 class _StopOnSigterm:
@@ -350,7 +336,7 @@ def plan_run(exp: Experiment, targets: list[str], force: bool = False,
 def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int:
     """Run the selected stages in order (see plan_run). Returns an exit code."""
     fps = fingerprints(exp)
-    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("PIPELINE_JOB_ID")
+    job_id = executors.job_environment().job_id
     for name, fresh in plan_run(exp, targets, force, fps):
         try:
             run_stage(exp, name, job_id, fps=fps, fresh=fresh)
@@ -377,14 +363,15 @@ def _context(exp: Experiment, name: str, out: Path, fingerprint: str) -> StageCo
 
 def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: str) -> dict:
     stage = exp.stages[name]
+    job = executors.job_environment()
     return {
-        "experiment": exp.name, "stage": name, "kind": stage.kind, "job_id": job_id, "step_id": _step_id(),
-        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-        "partition": os.environ.get("SLURM_JOB_PARTITION") or stage.resources.partition,
+        "experiment": exp.name, "stage": name, "kind": stage.kind, "job_id": job_id, "step_id": job.step_id,
+        "node": job.node or socket.gethostname(),
+        "partition": job.partition or stage.resources.partition,
         "device": "cuda" if stage.resources.gpus > 0 else "cpu",
         "num_devices": stage.resources.world_size if stage.resources.world_size > 1 else stage.resources.gpus,
         "world_size": stage.resources.world_size,
-        "cpus": int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0))),
+        "cpus": job.cpus or len(os.sched_getaffinity(0)),
         "seed": exp.seed, "config_hash": fingerprint, "git_rev": git_rev(),
         "started_at": safeio.now_iso(),
     }
@@ -408,3 +395,9 @@ def git_rev() -> str | None:
     if rev.returncode != 0:
         return None
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def run_in_job(resolved: dict, stage: str) -> dict:
+    """What a queued job runs (the executors' `entry`): the stage of this resolved config, under
+    the job id the scheduler's accounting knows it by."""
+    return run_stage(from_raw(resolved), stage, job_id=executors.job_environment().job_id)

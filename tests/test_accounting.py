@@ -247,8 +247,9 @@ def _fake_sacct(text):
 
 
 def test_report_keeps_a_row_for_a_truncated_accounting_json(tmp_path, monkeypatch, capsys):
+    from pipeline.executors.slurm import executor
     from pipeline.reporting import report
-    monkeypatch.setattr(report, "query_sacct", _fake_sacct(ENDED.replace("sx.", "sxa.") + REQUEUED))
+    monkeypatch.setattr(executor, "query_sacct", _fake_sacct(ENDED.replace("sx.", "sxa.") + REQUEUED))
     results = tmp_path / "results"
     _stage(results, "sx", "one", {"experiment": "sx", "stage": "one", "kind": "noop", "status": "done",
                                   "job_id": "10", "job_ids": ["10"], "attempts": 2, "wall_s": 9.5})
@@ -274,8 +275,9 @@ def test_report_keeps_a_row_for_a_truncated_accounting_json(tmp_path, monkeypatc
 
 
 def test_report_joins_steps_and_explains_running_jobs(tmp_path, monkeypatch):
+    from pipeline.executors.slurm import executor
     from pipeline.reporting import report
-    monkeypatch.setattr(report, "query_sacct", _fake_sacct(RUNNING))
+    monkeypatch.setattr(executor, "query_sacct", _fake_sacct(RUNNING))
     results = tmp_path / "results"
     for stage, step in (("first", "0"), ("second", "1")):
         d = results / "sx" / stage

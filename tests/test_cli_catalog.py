@@ -14,7 +14,7 @@ def test_kinds_lists_every_kind_with_typed_parameters():
     block = "\n".join(line for line in after[:next(i for i, l in enumerate(after + [""]) if not l.startswith("  "))])
     assert re.search(r"^  epochs +int +10 +\(min 1\)$", block, re.M)
     assert re.search(r"^  optimizer +'sgd'\|'adam'\|'adamw' +'adamw'$", block, re.M)
-    assert re.search(r"^command  \(pipeline\.builtin_stages\)", out, re.M)
+    assert re.search(r"^command  \(pipeline\.kinds\)", out, re.M)
     assert re.search(r"^  argv +list\[str\] +\[\] +program and arguments; no shell$", out, re.M)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REPO, cli, sets
 from pipeline.core import config
+from pipeline.executors.slurm import formats
 from pipeline.core.schema import ConfigError
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -92,4 +93,4 @@ def test_cli_config_error_exits_nonzero_and_submits_nothing(tmp_path, workspace)
 @pytest.mark.parametrize("text, minutes", [("30", 30), ("10:30", 11), ("01:30:00", 90), ("2-00:00:00", 2880),
                                            ("1-2", 1560), ("1-02:03", 1563)])
 def test_time_minutes(text, minutes):
-    assert config.time_minutes(text) == minutes
+    assert formats.time_minutes(text) == minutes

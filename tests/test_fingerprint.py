@@ -17,6 +17,7 @@ import yaml
 from conftest import cli, sets
 from pipeline.core import fingerprint
 from pipeline import contract
+from pipeline.core import config
 
 FILES = {
     "fakepkg/__init__.py": "from . import other, prep, stage  # registers the kinds, as jobs/ does\n",
@@ -151,7 +152,7 @@ def test_editing_the_loop_reruns_training_and_nothing_else(fakepkg, workspace):
 
 
 def test_real_training_kind_includes_the_shared_loop():
-    contract.load_modules(["jobs"])
+    config.load_kind_modules(["jobs"])
     closure = contract.get("train").code_closure()
     assert {"jobs.stages.train", "jobs.training.loop", "jobs.models.registry"} <= set(closure)
     # jobs/__init__ and jobs/stages/__init__ import every stage module: not followed

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, cli, sets
 from pipeline.core import config
+from pipeline.executors.slurm import formats
 from pipeline.executors.base import Executor, Submission, SubmitError
 from pipeline.core.schema import ConfigError
 
@@ -37,7 +38,7 @@ def load_error(path, overrides=()) -> str:
     ("3-23:59:59", 3 * 1440 + 24 * 60),
 ])
 def test_every_slurm_time_form_gives_its_minutes(text, minutes):
-    assert config.time_minutes(text) == minutes
+    assert formats.time_minutes(text) == minutes
 
 
 @pytest.mark.parametrize("text, why", [
@@ -79,7 +80,7 @@ def test_yaml_integers_are_minutes_and_unquoted_clock_times_are_not_base_60(tmp_
         """)
     exp = config.load(path, root=tmp_path)
     assert [exp.stages[s].resources.time for s in "abc"] == ["10:30", "1:30:00", "45"]
-    assert [config.time_minutes(exp.stages[s].resources.time) for s in "abc"] == [11, 90, 45]
+    assert [formats.time_minutes(exp.stages[s].resources.time) for s in "abc"] == [11, 90, 45]
     assert config.load(path, ["resources.time=2:30"], root=tmp_path).resources.time == "2:30"
 
 

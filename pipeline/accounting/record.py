@@ -23,16 +23,33 @@ COLUMNS = (
 SECONDS_PER_HOUR = 3600
 
 
-def device_hours(record: dict) -> dict:
-    """Wall time over every attempt x the devices it held: GPU-hours on GPUs (`num_devices`),
-    CPU-hours otherwise (`cpus`). Each is None where it does not apply or is unknown."""
-    wall, on_gpu = record.get("wall_s"), record.get("device") == "cuda"
-    count = record.get("num_devices") if on_gpu else record.get("cpus")
+def _device_seconds(record: dict) -> tuple[float | None, bool]:
+    """(wall time over every attempt x the devices it held, on a GPU?): GPUs (`num_devices`) on a
+    GPU, CPUs (`cpus`) otherwise. None where either is missing."""
+    on_gpu = record.get("device") == "cuda"
+    wall, count = record.get("wall_s"), record.get("num_devices") if on_gpu else record.get("cpus")
     try:
-        hours = round(float(wall) * int(count) / SECONDS_PER_HOUR, 4) if wall and count else None
+        return (float(wall) * int(count) if wall and count else None), on_gpu
     except (TypeError, ValueError):
-        hours = None
-    return {"gpu_hours": hours if on_gpu else None, "cpu_hours": None if on_gpu else hours}
+        return None, on_gpu
+
+
+def device_hours(record: dict) -> dict:
+    """The cost formula: {gpu_hours, cpu_hours} of one stage record; each None where it does not
+    apply or cannot be had."""
+    return total_device_hours([record], empty=None)
+
+
+def total_device_hours(records: list[dict], empty: float | None = 0.0) -> dict:
+    """{gpu_hours, cpu_hours} of several stage records, summed, then rounded once (4 places).
+    GPU-hours are None where no record used a GPU; CPU-hours `empty` where none ran on CPU."""
+    gpu, cpu = [], []
+    for record in records:
+        seconds, on_gpu = _device_seconds(record)
+        if seconds is not None:
+            (gpu if on_gpu else cpu).append(seconds)
+    return {"gpu_hours": round(sum(gpu) / SECONDS_PER_HOUR, 4) if gpu else None,
+            "cpu_hours": round(sum(cpu) / SECONDS_PER_HOUR, 4) if cpu else empty}
 
 
 def gpu_hours(record: dict) -> float | None:

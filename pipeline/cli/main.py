@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
+from pipeline import contract, executors
 from pipeline.core import config as config_mod
-from pipeline.executors.base import SubmitError
 from pipeline.core.schema import ConfigError
 from pipeline.core.state import describe_os_error
+from pipeline.executors import SubmitError
 from safeio import LockedError
 
 
@@ -21,12 +21,12 @@ def _load(args) -> config_mod.Experiment:
 
 
 def cmd_submit(args) -> int:
-    from pipeline.executors import make_executor
     from pipeline.cli.submit import submit
     from pipeline.core.variants import expand, load_variants
+    from pipeline.runner import run_in_job
     exp = _load(args)  # validate everything before anything is submitted
     variants, limit = expand(exp, args.sweep or [], args.variant or "", args.set or [])
-    executor = make_executor(args.executor, dry_run=args.dry_run)
+    executor = executors.make_executor(args.executor, dry_run=args.dry_run, entry=run_in_job)
     if variants:
         from pipeline.cli.submit import submit_variants
         exps = load_variants(args.config or config_mod.default_config_path(), args.set or [], variants)
@@ -38,42 +38,23 @@ def cmd_submit(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from pipeline.executors.slurm import steps
-    from pipeline.runner import run_targets
+    from pipeline.runner import plan_run, run_targets
     exp = _load(args)
     if args.as_steps:   # one job step per stage inside an allocation; in this process elsewhere
-        _requeue_on_usr1()   # until the driver installs its own handler (it stops the step first)
         config_arg = args.config or str(config_mod.default_config_path())
-        return steps.run_as_steps(exp, args.stages, config_arg, args.set or [], force=args.force)
-    if steps.in_step():
-        steps.stop_on_usr1()  # the driver outside this step requeues the job
-    else:
-        _requeue_on_usr1()
+        return executors.run_as_steps(exp, args.stages, config_arg, args.set or [], args.force,
+                                      plan=plan_run, run_here=run_targets)
+    executors.install_signal_handlers()   # the time-limit warning: stop the stage, or requeue the job
     return run_targets(exp, args.stages, force=args.force)
-
-
-def _requeue_on_usr1() -> None:
-    """Inside a rendered sbatch job, SLURM sends USR1 before the time limit (--signal=B:USR1@N):
-    requeue the job so it starts again and resumes from the stages' checkpoints."""
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if not job_id:
-        return
-    from pipeline.executors.slurm.executor import requeue   # imported here, not in the handler: no import in a signal
-
-    def handler(signum, frame):
-        print(f"[pipeline] time limit near: requeueing job {job_id}", flush=True)
-        requeue(job_id)
-        sys.exit(143)
-    signal.signal(signal.SIGUSR1, handler)
 
 
 def cmd_status(args) -> int:
     from pipeline.cli.status import stage_states
-    from pipeline.core.variants import EXPERIMENT_WIDE_KINDS, recorded_experiments
+    from pipeline.core.variants import recorded_experiments
     exp = _load(args)
     rows = [{**r, "variant": ""} for r in stage_states(exp)]
     for variant in recorded_experiments(exp):      # every variant submitted so far, after the plain run
-        wide = {s for s, st in variant.stages.items() if st.kind in EXPERIMENT_WIDE_KINDS}   # in the plain rows
+        wide = {s for s, st in variant.stages.items() if contract.experiment_wide(st.kind)}   # in the plain rows
         rows += [{**r, "variant": variant.variant} for r in stage_states(variant) if r["stage"] not in wide]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -91,11 +72,10 @@ def cmd_status(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from pipeline.executors.slurm.render import render
     exp = _load(args)
     config_arg = args.config or os.path.relpath(config_mod.default_config_path())
-    text = render(exp, config_arg, args.set or [])
-    out = Path(args.output or Path("sbatch") / f"{exp.name}.sbatch")
+    default, text = executors.render_batch_script(exp, config_arg, args.set or [])
+    out = Path(args.output or default)
     if args.check:
         same = out.exists() and out.read_text() == text
         print(f"{out}: {'in sync' if same else 'OUT OF DATE: run python -m pipeline render -c ' + config_arg}")
@@ -129,17 +109,15 @@ def cmd_reconcile(args) -> int:
 
 def _stage_modules(args) -> list[str]:
     """The stage packages of -c CONFIG, else of configs/defaults.yaml (no experiment is loaded)."""
-    from pipeline import contract
     if args.config:
         names = _load(args).stage_modules
     else:
         names = config_mod._read_yaml(config_mod.REPO_ROOT / "configs" / "defaults.yaml").get("stage_modules", ["jobs"])
-    contract.load_modules(names)
+    config_mod.load_kind_modules(names)
     return names
 
 
 def cmd_kinds(args) -> int:
-    from pipeline import contract
     _stage_modules(args)
     names = contract.kinds()
     if args.kind and args.kind not in names:
@@ -159,7 +137,6 @@ def cmd_kinds(args) -> int:
 
 
 def cmd_catalog(args) -> int:
-    from pipeline import contract
     try:
         listing = contract.catalog(args.command, _stage_modules(args))(args.pattern or "")
     except KeyError as err:
@@ -183,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("submit", help="submit stages (and what they need) to SLURM or run locally"))
     p.add_argument("stages", nargs="*", default=["all"], help="stage names or 'all' (default)")
-    p.add_argument("--executor", default="auto", choices=["auto", "slurm", "local"])
+    p.add_argument("--executor", default="auto", choices=["auto", *executors.BACKENDS])
     p.add_argument("--dry-run", action="store_true", help="print the plan and job scripts; submit nothing")
     p.add_argument("--force", action="store_true", help="rerun stages that are already done")
     p.add_argument("--explain", action="store_true", help="say why each stage will or will not run")

@@ -1,43 +1,49 @@
-"""The state of every stage, from files on disk plus squeue/sacct; and `reconcile`."""
+"""The state of every stage, from files on disk plus what the executors that ran them say now
+(one live query and one accounting query per backend, whatever the number of stages); and
+`reconcile`."""
 from __future__ import annotations
 
+import safeio
+from pipeline import executors
 from pipeline.core import state
-from pipeline.executors.slurm.sacct import FAILED_STATES, stage_usage
 from pipeline.core.config import Experiment
 from pipeline.core.dag import topological_order
-from pipeline.executors.slurm.executor import query_sacct, query_squeue, scancel
-import safeio
 from pipeline.core.fingerprint import fingerprints
-
-RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
-NEVER_SATISFIED = "DependencyNeverSatisfied"
+from pipeline.executors import LiveJob, UsageRequest
+from pipeline.executors.watch import job_ids_by_backend, live_jobs, usages
 
 
 def stage_states(exp: Experiment) -> list[dict]:
     """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
     fps = fingerprints(exp)
     records = {n: state.job_record(exp.stage_dir(n)) for n in exp.stages}
-    ids = [j for n, r in records.items() if r.get("executor") == "slurm" for j in state.all_job_ids(exp.stage_dir(n))]
-    live = query_squeue(ids)
-    sacct, _ = query_sacct(ids) if ids else ({}, None)
+    live = live_jobs(job_ids_by_backend(exp.stage_dir(n) for n in exp.stages))
+    accts = {n: safeio.read_json(exp.stage_paths(n).accounting, {}) or {} for n in exp.stages}
+    used, _ = usages({n: (records[n].get("executor") or "local", _usage_request(exp, n, records[n], accts[n]))
+                      for n in exp.stages if records[n].get("job_id")})
     rows: dict[str, dict] = {}
     for name in topological_order(exp.stages):
-        rec = records[name]
+        rec, acct, usage = records[name], accts[name], used.get(name) or {}
         job = str(rec.get("job_id") or "")
-        acct = safeio.read_json(exp.stage_dir(name) / "accounting.json", {}) or {}
-        current, reason = _state(exp, name, fps[name], rec, live.get(job), sacct.get(job), acct)
+        current, reason = _state(exp, name, fps[name], rec, live.get(job), usage.get("current"), acct)
         upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in ("failed", "never-run")]
         if upstream_bad and current in ("pending", "not-submitted", "stale"):
             current, reason = "never-run", f"upstream {upstream_bad[0]!r} did not succeed"
-        # A stage's own cost: its job, or its own step of a one-allocation job, over every attempt.
-        usage = stage_usage(sacct, acct.get("job_ids") or [job], f"{exp.name}.{name}", rec.get("step_id")) or {}
-        elapsed = usage.get("elapsed_s") or acct.get("wall_s")
-        rows[name] = {"stage": name, "state": current, "job_id": job or None, "elapsed_s": elapsed,
-                      "log": rec.get("log"), "reason": reason}
+        rows[name] = {"stage": name, "state": current, "job_id": job or None,
+                      "elapsed_s": usage.get("elapsed_s") or acct.get("wall_s"), "log": rec.get("log"),
+                      "reason": reason}
     return list(rows.values())
 
 
-def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
+def _usage_request(exp: Experiment, name: str, rec: dict, acct: dict) -> UsageRequest:
+    """A stage's own cost: its job, or its own step of a one-allocation job, over every attempt;
+    and its current job (whose own state is the stage's while no marker says otherwise)."""
+    job = str(rec.get("job_id") or "")
+    ids = [str(j) for j in acct.get("job_ids") or [job] if j]
+    return UsageRequest(tuple(ids), f"{exp.name}.{name}", rec.get("step_id"), current=job)
+
+
+def _state(exp, name, fp, rec, live: LiveJob | None, current: dict | None, acct: dict) -> tuple[str, str]:
     marker = state.success(exp.stage_dir(name))
     # One rule for cancelled jobs: _SUCCESS is only written when the stage's work completed before
     # any SIGTERM arrived (the runner stops on SIGTERM), so a marker means done whatever sacct says.
@@ -49,16 +55,12 @@ def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
             return "skipped", acct.get("skip_reason") or ""
         return ("cached", "up to date from an earlier run") if rec.get("cached") else ("done", "")
     if live:
-        if live["state"] == "PENDING":
-            never = live["reason"] == NEVER_SATISFIED
-            return ("never-run" if never else "pending"), live["reason"]
-        return ("running" if live["state"] in RUNNING_STATES else "pending"), live["state"]
-    if sacct and sacct.get("state"):
-        if sacct["state"] in FAILED_STATES:
-            return "failed", f"sacct {sacct['state']}"
-        if sacct["state"] in RUNNING_STATES or sacct["state"] == "PENDING":
-            return ("running" if sacct["state"] != "PENDING" else "pending"), f"sacct {sacct['state']}"
-    corrupt = safeio.read_json(exp.stage_dir(name) / state.CORRUPT)
+        return ("never-run" if live.never_starts else live.state), live.reason
+    if current and current.get("failed"):
+        return "failed", current["said"]
+    if current and current.get("live"):
+        return current["live"], current["said"]
+    corrupt = safeio.read_json(exp.stage_paths(name).corrupt)
     if corrupt and not live:
         return "corrupt", f"{corrupt.get('reason')}; `submit all` reruns it and what follows"
     if acct.get("status") in ("failed", "interrupted") or rec.get("state") == "failed":
@@ -70,11 +72,11 @@ def _state(exp, name, fp, rec, live, sacct, acct) -> tuple[str, str]:
     return ("not-submitted", "") if not rec else ("failed", "the job ended without finishing the stage")
 
 
-def stuck_or_done(live: dict[str, dict]) -> bool:
+def stuck_or_done(live: dict[str, LiveJob]) -> bool:
     """True when none of these live jobs can still run: all wait on dependencies and one of them
-    can never be satisfied (its dependents further down only say `Dependency`)."""
-    waiting = [j for j in live.values() if j["state"] == "PENDING" and j["reason"].startswith("Dependency")]
-    return not live or (len(waiting) == len(live) and any(j["reason"] == NEVER_SATISFIED for j in waiting))
+    can never be satisfied (its dependents further down only say they wait on a dependency)."""
+    waiting = [j for j in live.values() if j.on_dependency]
+    return not live or (len(waiting) == len(live) and any(j.never_starts for j in waiting))
 
 
 def reconcile(exp: Experiment) -> list[str]:
@@ -87,8 +89,8 @@ def reconcile(exp: Experiment) -> list[str]:
     """
     rows = {r["stage"]: r for r in stage_states(exp)}
     history = {n: state.all_job_ids(exp.stage_dir(n)) for n in rows}
-    queued = query_squeue([j for ids in history.values() for j in ids])
-    messages, doomed = [], []
+    queued = live_jobs(job_ids_by_backend(exp.stage_dir(n) for n in rows))
+    messages, doomed = [], {}
     for name, row in rows.items():
         for job in history[name]:
             live = queued.get(job)
@@ -98,13 +100,14 @@ def reconcile(exp: Experiment) -> list[str]:
                 culprit = _failed_upstream(exp, rows, name)
                 where = (f"upstream stage {culprit['stage']!r} failed (job {culprit['job_id']}, log: "
                          f"{culprit['log']})" if culprit else "an upstream stage did not succeed")
-            elif job != row["job_id"] and live["state"] == "PENDING" and live["reason"].startswith("Dependency"):
+            elif job != row["job_id"] and live.on_dependency:
                 where = f"superseded by job {row['job_id']} and waiting on an old dependency"
             else:
                 continue
-            doomed.append(job)
+            doomed.setdefault(state.job_record(exp.stage_dir(name)).get("executor") or "local", []).append(job)
             messages.append(f"cancelled {name} (job {job}): {where}")
-    scancel(doomed)
+    for backend, jobs in doomed.items():
+        executors.backend(backend).cancel(jobs)
     return messages
 
 

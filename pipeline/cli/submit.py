@@ -1,23 +1,22 @@
-"""`submit`: plan which stages run, submit them in topological order with afterok chains."""
+"""`submit`: plan which stages run, submit them in topological order, each after what it needs."""
 from __future__ import annotations
 
 import contextlib
 import time
 from pathlib import Path
 
-from pipeline.core import state
-from pipeline.core.config import Experiment
-from pipeline.executors.slurm.sacct import array_id
-from pipeline.core.dag import forced, select, topological_order
-from pipeline.executors import Executor
-from pipeline.executors.base import SubmitError
-from pipeline.executors.slurm.executor import query_squeue
-from pipeline.core.schema import ConfigError
 import safeio
+from pipeline import contract
+from pipeline.core import paths, state
+from pipeline.core.config import Experiment
+from pipeline.core.dag import forced, select, topological_order
 from pipeline.core.fingerprint import fingerprints
+from pipeline.core.schema import ConfigError
+from pipeline.executors import After, Executor, LiveJob, SubmitError
+from pipeline.executors.watch import live_jobs
 
 
-def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> list[dict]:
+def plan(exp: Experiment, targets: list[str], force: bool, live: dict[str, LiveJob]) -> list[dict]:
     """Decide per stage: submit, cached (done, fingerprint matches) or queued (same job still live)."""
     fps = fingerprints(exp)
     rows, rerun = [], set()
@@ -32,8 +31,8 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
             action, why = "submit", f"upstream {upstream[0]!r} reruns"
         elif state.is_done(stage_dir, fps[name]):
             action, why = "cached", state.explain(stage_dir, fps[name])
-        elif rec.get("fingerprint") == fps[name] and _can_still_run(live_jobs.get(str(rec.get("job_id")))):
-            live_state = live_jobs[str(rec["job_id"])]["state"]
+        elif rec.get("fingerprint") == fps[name] and _can_still_run(live.get(str(rec.get("job_id")))):
+            live_state = live[str(rec["job_id"])].reason
             action, why = "queued", f"job {rec['job_id']} with this fingerprint is still {live_state}"
         else:
             action, why = "submit", state.explain(stage_dir, fps[name])
@@ -44,9 +43,9 @@ def plan(exp: Experiment, targets: list[str], force: bool, live_jobs: dict) -> l
     return rows
 
 
-def _can_still_run(live: dict | None) -> bool:
-    """A live job that is not stuck behind a failed dependency (SLURM keeps those forever)."""
-    return bool(live) and live.get("reason") != "DependencyNeverSatisfied"
+def _can_still_run(live: LiveJob | None) -> bool:
+    """A live job that is not stuck behind a failed dependency (a scheduler keeps those forever)."""
+    return bool(live) and not live.never_starts
 
 
 def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool = False,
@@ -56,9 +55,9 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     SLURM submissions return at once unless `wait`; local runs are finished when this returns.
     """
     lock = contextlib.nullcontext() if dry_run else \
-        safeio.exclusive_lock(exp.results_dir / ".submit.lock", f"a submit of experiment {exp.name!r}")
+        safeio.exclusive_lock(paths.submit_lock(exp.paths.results, exp.name), f"a submit of experiment {exp.name!r}")
     with lock:   # a dry run writes nothing, so it needs no lock (and works on a read-only results folder)
-        live = query_squeue(_recorded_job_ids(exp)) if executor.name == "slurm" else {}
+        live = _live(executor, [exp])
         rows = plan(exp, targets, force, live)
         problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"])
         if problems and not dry_run:
@@ -75,7 +74,7 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
                 if r["action"] == "cached" and not dry_run:
                     _mark_cached(exp, r["stage"])
                 continue
-            after = [job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of]
+            after = After(ok=tuple(job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of))
             if dry_run:
                 job_of[r["stage"]] = f"<job of {r['stage']}>"
                 print(f"----- {r['stage']}: {executor.name} submission -----\n{executor.script(exp, r['stage'], after)}")
@@ -94,13 +93,13 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
             r.update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
             state.write_job_record(exp.stage_dir(r["stage"]), {
                 "job_id": sub.job_id, "executor": executor.name, "log": str(sub.log),
-                "fingerprint": r["fingerprint"], "state": sub.state, "after": after, "cached": False})
+                "fingerprint": r["fingerprint"], "state": sub.state, "after": list(after.ok), "cached": False})
         print_table(exp, rows, dry_run)
     if dry_run:
         return 0
-    if wait and executor.name == "slurm":
+    if wait and executor.queues_jobs:
         return _wait_and_summarise(exp, [r["job_id"] for r in rows if r.get("job_id")], [r["stage"] for r in rows])
-    if executor.name == "local":
+    if not executor.queues_jobs:
         _refresh_report(exp)
     return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
 
@@ -125,7 +124,7 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
     latter (they would wait forever) before printing the states."""
     from pipeline.cli.status import reconcile, stage_states, stuck_or_done
     print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
-    while not stuck_or_done(query_squeue(_recorded_job_ids(exp))):
+    while not stuck_or_done(_live(None, [exp])):
         time.sleep(poll_s)
     for message in reconcile(exp):
         print(f"[pipeline] {message}")
@@ -150,9 +149,13 @@ def _mark_cached(exp: Experiment, stage: str) -> None:
     state.write_job_record(exp.stage_dir(stage), {**rec, "cached": True})
 
 
-def _recorded_job_ids(exp: Experiment) -> list[str]:
-    """Every job id any stage of the experiment ever had."""
-    return [j for n in exp.stages for j in state.all_job_ids(exp.stage_dir(n))]
+def _live(executor: Executor | None, exps: list[Experiment]) -> dict[str, LiveJob]:
+    """The jobs any stage of these experiments ever had that are still queued or running (one
+    query per backend); none when this submit's backend runs stages at once."""
+    if executor is not None and not executor.queues_jobs:
+        return {}
+    from pipeline.executors.watch import job_ids_by_backend
+    return live_jobs(job_ids_by_backend(dict.fromkeys(e.stage_dir(n) for e in exps for n in e.stages)))
 
 
 def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
@@ -178,12 +181,13 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
     waiting with aftercorr for task i of an upstream array when the tasks match one to one (else
     afterok on the upstream jobs): a failed variant stops only its own later stages. The
     experiment-wide stages (the report) run once at the end, after every variant, done or not."""
-    from pipeline.core.variants import EXPERIMENT_WIDE_KINDS, write_index
+    from pipeline.core.variants import write_index
     lock = contextlib.nullcontext() if dry_run else \
-        safeio.exclusive_lock(exps[0].results_dir / ".submit.lock", f"a submit of experiment {exps[0].name!r}")
+        safeio.exclusive_lock(paths.submit_lock(exps[0].paths.results, exps[0].name),
+                              f"a submit of experiment {exps[0].name!r}")
     with lock:
-        live = query_squeue([j for e in exps for j in _recorded_job_ids(e)]) if executor.name == "slurm" else {}
-        runs = _plan_runs(exps, targets, force, live, EXPERIMENT_WIDE_KINDS)
+        live = _live(executor, exps)
+        runs = _plan_runs(exps, targets, force, live)
         todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
         problems = executor.check(exps[0], sorted({r["stage"] for r in todo}))
         if problems and not dry_run:
@@ -197,32 +201,32 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
         job_of = {folder: str(r["row"]["job_id"]) for folder, r in runs.items() if r["row"]["action"] == "queued"}
         submitted: list[str] = []
         for stage in topological_order(exps[0].stages):
-            for group in _array_groups([r for r in todo if r["stage"] == stage], executor.name):
+            for group in _array_groups([r for r in todo if r["stage"] == stage], executor):
                 submitted += _submit_group(group, executor, job_of, live, limit, dry_run)
-        wide = [s for s in topological_order(exps[0].stages) if exps[0].stages[s].kind in EXPERIMENT_WIDE_KINDS
+        wide = [s for s in topological_order(exps[0].stages) if contract.experiment_wide(exps[0].stages[s].kind)
                 and s in select(exps[0].stages, targets)]
         for stage in wide if (submitted or force or (dry_run and todo)) else []:
             run = {"stage": stage, "exp": exps[0], "folder": exps[0].stage_dir(stage), "variants": ["(all)"],
                    "row": {"stage": stage, "action": "submit", "why": "after every variant",
                            "fingerprint": fingerprints(exps[0])[stage]}}
-            dependency = "afterany:" + ":".join(dict.fromkeys(array_id(j) for j in submitted)) if submitted \
-                and executor.name == "slurm" else "afterany:<every job above>" if dry_run else None
+            after = After(any=tuple(dict.fromkeys(executor.array_id(j) for j in submitted))) if submitted \
+                and executor.queues_jobs else After(any=("<every job above>",)) if dry_run else After()
             runs[run["folder"]] = run
-            submitted += _submit_one(run, executor, [], dependency, live, dry_run)
+            submitted += _submit_one(run, executor, after, live, dry_run)
         _print_variant_table(runs, dry_run)
     if dry_run:
         return 0
-    if wait and executor.name == "slurm":
+    if wait and executor.queues_jobs:
         return _wait_variants(exps)
     return 1 if any(r["row"].get("state") in ("failed", "never-run") for r in runs.values()) else 0
 
 
-def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: dict, wide_kinds) -> dict:
+def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: dict) -> dict:
     """Folder -> the run of one stage that one or more variants share (the first variant's row)."""
     runs: dict = {}
     for exp in exps:
         for row in plan(exp, targets, force, live):
-            if exp.stages[row["stage"]].kind in wide_kinds:
+            if contract.experiment_wide(exp.stages[row["stage"]].kind):
                 continue
             folder = exp.stage_dir(row["stage"])
             run = runs.setdefault(folder, {"stage": row["stage"], "exp": exp, "folder": folder, "row": row,
@@ -231,10 +235,10 @@ def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: di
     return runs
 
 
-def _array_groups(runs: list[dict], executor_name: str) -> list[list[dict]]:
+def _array_groups(runs: list[dict], executor: Executor) -> list[list[dict]]:
     """Runs of one stage that can be one job array: same resources, not themselves an array."""
     from pipeline.core.schema import to_dict
-    if executor_name != "slurm":
+    if not executor.runs_arrays:
         return [[r] for r in runs]
     groups: dict[str, list[dict]] = {}
     for r in runs:
@@ -244,41 +248,39 @@ def _array_groups(runs: list[dict], executor_name: str) -> list[list[dict]]:
     return list(groups.values())
 
 
-def _dependency(group: list[dict], job_of: dict[Path, str]) -> tuple[list[str], str | None]:
-    """(afterok job ids, SLURM dependency) of a group: aftercorr on an upstream array whose task
-    i is this group's run i's upstream, for every run; afterok on every other upstream job."""
-    after: list[str] = []
-    corr: list[str] = []
+def _after(group: list[dict], job_of: dict[Path, str], executor: Executor) -> After:
+    """What a group waits for: task by task (`each`) on an upstream array whose task i is this
+    group's run i's upstream, for every run; `ok` on every other upstream job."""
+    ok: list[str] = []
+    each: list[str] = []
     for need in group[0]["exp"].stages[group[0]["stage"]].needs:
         ups = [job_of.get(r["exp"].stage_dir(need)) for r in group]
-        arrays = {array_id(u) for u in ups if u}
-        if len(group) > 1 and all(ups) and len(arrays) == 1 and ups == [f"{next(iter(arrays))}_{i}"
-                                                                           for i in range(len(group))]:
-            corr += list(arrays)
+        tasks = [executor.array_task(u) if u else None for u in ups]
+        arrays = {t[0] for t in tasks if t}
+        if len(group) > 1 and all(tasks) and len(arrays) == 1 and [t[1] for t in tasks] == list(range(len(group))):
+            each += list(arrays)
         else:
-            after += [u for u in ups if u]
-    after = list(dict.fromkeys(after))
-    parts = (["afterok:" + ":".join(after)] if after else []) + [f"aftercorr:{a}" for a in dict.fromkeys(corr)]
-    return after, ",".join(parts) or None
+            ok += [u for u in ups if u]
+    return After(ok=tuple(dict.fromkeys(ok)), each=tuple(dict.fromkeys(each)))
 
 
 def _submit_group(group: list[dict], executor: Executor, job_of: dict, live: dict, limit: int,
                   dry_run: bool) -> list[str]:
-    after, dependency = _dependency(group, job_of)
+    after = _after(group, job_of, executor)
     if len(group) == 1:
-        return _submit_one(group[0], executor, after, dependency, live, dry_run, job_of)
+        return _submit_one(group[0], executor, after, live, dry_run, job_of)
     stage = group[0]["stage"]
     if dry_run:
         for i, r in enumerate(group):
-            job_of[r["folder"]] = f"<array of {stage}>_{i}"
+            job_of[r["folder"]] = executor.placeholder_task(f"<array of {stage}>", i)
         print(f"----- {stage}: one job array of {len(group)} tasks ({', '.join(r['exp'].variant for r in group)}), "
-              f"dependency {dependency or 'none'} -----\n"
-              f"{executor.script(group[0]['exp'], stage, after, dependency, len(group), limit)}")
+              f"dependency {executor.describe(after) or 'none'} -----\n"
+              f"{executor.script(group[0]['exp'], stage, after, len(group), limit)}")
         return []
     for r in group:
         _prepare_rerun(r["exp"], executor, r["row"], live)
     try:
-        subs = executor.submit_array([r["exp"] for r in group], stage, dependency, limit)
+        subs = executor.submit_array([r["exp"] for r in group], stage, after, limit)
     except Exception as err:  # noqa: BLE001 - one line, as a single submission says it
         raise SubmitError(f"stage {stage!r} (a job array of {len(group)} variants) could not be submitted: "
                           f"{str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}") from err
@@ -287,29 +289,29 @@ def _submit_group(group: list[dict], executor: Executor, job_of: dict, live: dic
     return [s.job_id for s in subs]
 
 
-def _submit_one(run: dict, executor: Executor, after: list[str], dependency: str | None, live: dict,
-                dry_run: bool, job_of: dict | None = None) -> list[str]:
+def _submit_one(run: dict, executor: Executor, after: After, live: dict, dry_run: bool,
+                job_of: dict | None = None) -> list[str]:
     if dry_run:
         if job_of is not None:
             job_of[run["folder"]] = f"<job of {run['stage']}>"
         print(f"----- {run['stage']} ({', '.join(run['variants'])}): {executor.name} submission -----\n"
-              f"{executor.script(run['exp'], run['stage'], after, dependency)}")
+              f"{executor.script(run['exp'], run['stage'], after)}")
         return []
     _prepare_rerun(run["exp"], executor, run["row"], live)
     try:
-        sub = executor.submit(run["exp"], run["stage"], after, dependency)
+        sub = executor.submit(run["exp"], run["stage"], after)
     except Exception as err:  # noqa: BLE001
         raise SubmitError(f"stage {run['stage']!r} could not be submitted: {err}") from err
     _record(run, sub, executor, after, job_of if job_of is not None else {})
     return [sub.job_id]
 
 
-def _record(run: dict, sub, executor: Executor, after: list[str], job_of: dict) -> None:
+def _record(run: dict, sub, executor: Executor, after: After, job_of: dict) -> None:
     job_of[run["folder"]] = sub.job_id
     run["row"].update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
     state.write_job_record(run["folder"], {
         "job_id": sub.job_id, "executor": executor.name, "log": str(sub.log), "variant": run["exp"].variant,
-        "fingerprint": run["row"]["fingerprint"], "state": sub.state, "after": after, "cached": False})
+        "fingerprint": run["row"]["fingerprint"], "state": sub.state, "after": list(after.ok), "cached": False})
 
 
 def _print_variant_table(runs: dict, dry_run: bool) -> None:
@@ -327,9 +329,8 @@ def _print_variant_table(runs: dict, dry_run: bool) -> None:
 
 def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
     from pipeline.cli.status import stuck_or_done
-    ids = [j for e in exps for j in _recorded_job_ids(e)]
     print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
-    while not stuck_or_done(query_squeue(ids)):
+    while not stuck_or_done(_live(None, exps)):
         time.sleep(poll_s)
     from pipeline.reporting.report import write_report
     write_report(exps[0].results_dir.parent, [exps[0].name])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[2]   # pipeline/core/paths.py -> the repository
+
 SUCCESS = "_SUCCESS"              # written last: the stage is done, with its fingerprint and checksums
 CORRUPT = "_CORRUPT"              # a done stage whose output was found damaged
 JOB_RECORD = "job.json"           # the stage's current job and every earlier one
@@ -95,6 +97,8 @@ def resolved_config(results: Path, experiment: str, variant: str = "") -> Path:
 
 
 # ---- logs ----
+
+LOGS = "logs"   # the default logs folder (paths.logs), relative to where jobs are submitted
 
 def log_dir(logs: Path, experiment: str, stage: str) -> Path:
     """logs/<exp>/<stage>/: the logs of every job of one stage."""

@@ -10,10 +10,8 @@ from pathlib import Path
 
 from safeio import atomic_write_json, now_iso, read_json
 
-SUCCESS = "_SUCCESS"
-CORRUPT = "_CORRUPT"         # a done stage whose output was found damaged
-JOB_RECORD = "job.json"
-ATTEMPTS = "attempts.json"    # tries at the current result (removed when it succeeds)
+from pipeline.core.paths import (ATTEMPTS, CHECKPOINT, CORRUPT, JOB_RECORD, KEPT_ON_CLEAN, NOT_ARTIFACTS, SUCCESS,
+                                 VARIANT_INDEX, variants_dir)
 
 
 def success(stage_dir: Path) -> dict | None:
@@ -65,9 +63,6 @@ def mark_corrupt(stage_dir: Path, reason: str) -> None:
 
 # ---- artifacts: checksums of what a stage wrote, verified before anyone reads them ----
 
-# Engine bookkeeping, rewritten after the stage ends or never read by other stages: not artifacts.
-# checkpoint.pt is the resume file of an unfinished run, not a result.
-NOT_ARTIFACTS = {SUCCESS, CORRUPT, JOB_RECORD, ATTEMPTS, "accounting.json", "checkpoint.pt"}
 
 
 def _artifact_files(stage_dir: Path) -> list[Path]:
@@ -76,7 +71,7 @@ def _artifact_files(stage_dir: Path) -> list[Path]:
 
 def _bookkeeping(rel: Path) -> bool:
     # dotfiles: temp files of atomic writes and locks; checkpoint.pt*: set-aside resume files
-    return rel.parts[0] in NOT_ARTIFACTS or rel.name.startswith((".", "checkpoint.pt"))
+    return rel.parts[0] in NOT_ARTIFACTS or rel.name.startswith((".", CHECKPOINT))
 
 
 def sha256_file(path: Path) -> str:
@@ -141,10 +136,9 @@ def discard_attempts(stage_dir: Path) -> None:
 
 def clean_stage_dir(stage_dir: Path) -> list[str]:
     """Remove every output of an earlier run (keeps job records, attempts and locks)."""
-    keep = {JOB_RECORD, ATTEMPTS}
     removed = []
     for path in sorted(stage_dir.iterdir()) if stage_dir.is_dir() else []:
-        if path.name in keep or path.name.endswith(".lock"):
+        if path.name in KEPT_ON_CLEAN or path.name.endswith(".lock"):
             continue
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         removed.append(path.name)
@@ -203,3 +197,10 @@ def describe_os_error(err: OSError) -> str:
     return f"cannot use {where}: {err.strerror or err}; {hint}"
 
 
+
+
+def recorded_variants(results: Path, experiment: str) -> list[dict]:
+    """The index (variant.json) of every variant of `experiment` run so far, by name."""
+    folder = variants_dir(results, experiment)
+    found = [read_json(p) for p in sorted(folder.glob(f"*/{VARIANT_INDEX}"))] if folder.is_dir() else []
+    return [f for f in found if isinstance(f, dict) and f.get("name")]

@@ -23,16 +23,12 @@ from typing import Any
 
 import yaml
 
-from pipeline.core import config, state
-from pipeline.core.config import Experiment
-from pipeline.core.schema import ConfigError
 import safeio
+from pipeline import contract
+from pipeline.core import config, paths, state
+from pipeline.core.config import Experiment
 from pipeline.core.fingerprint import fingerprints
-
-INDEX = "variant.json"
-# Stage kinds that report on the whole experiment: not varied; submit runs them once after every variant.
-EXPERIMENT_WIDE_KINDS = ("report",)
-
+from pipeline.core.schema import ConfigError
 
 @dataclass
 class Variant:
@@ -130,10 +126,11 @@ def load_variants(config_path: str | Path, overrides: list[str], variants: list[
         fps = fingerprints(exp)
         dirs = {}
         for stage in exp.stages:
-            if fps[stage] == written_fps.get(stage) or exp.stages[stage].kind in EXPERIMENT_WIDE_KINDS:
+            if fps[stage] == written_fps.get(stage) or contract.experiment_wide(exp.stages[stage].kind):
                 dirs[stage] = as_written.stage_dir(stage)
             else:
-                dirs[stage] = owner_of.setdefault((stage, fps[stage]), exp.results_dir / "variants" / v.name / stage)
+                dirs[stage] = owner_of.setdefault((stage, fps[stage]),
+                                                  paths.variant_dir(exp.paths.results, exp.name, v.name) / stage)
         raw = copy.deepcopy(exp.raw)
         raw["variant"] = {"name": v.name, "changed": v.changed, "dirs": {s: str(d) for s, d in dirs.items()}}
         exps.append(config.from_raw(raw, exp.source))
@@ -142,22 +139,15 @@ def load_variants(config_path: str | Path, overrides: list[str], variants: list[
 
 def write_index(exp: Experiment) -> None:
     """results/<exp>/variants/<name>/variant.json: what status and report read back."""
-    safeio.atomic_write_json(exp.results_dir / "variants" / exp.variant / INDEX, {
+    safeio.atomic_write_json(paths.variant_dir(exp.paths.results, exp.name, exp.variant) / paths.VARIANT_INDEX, {
         "name": exp.variant, "changed": exp.raw["variant"]["changed"],
         "dirs": exp.raw["variant"]["dirs"], "raw": exp.raw})
-
-
-def recorded(results: Path, experiment: str) -> list[dict]:
-    """The variant.json of every variant of `experiment` run so far, by name."""
-    folder = Path(results) / experiment / "variants"
-    found = [safeio.read_json(p) for p in sorted(folder.glob(f"*/{INDEX}"))] if folder.is_dir() else []
-    return [f for f in found if isinstance(f, dict) and f.get("name")]
 
 
 def recorded_experiments(exp: Experiment) -> list[Experiment]:
     """The recorded variants of this experiment, loaded (those whose config no longer loads are left out)."""
     out = []
-    for index in recorded(Path(exp.paths.results), exp.name):
+    for index in state.recorded_variants(Path(exp.paths.results), exp.name):
         try:
             out.append(config.from_raw(index["raw"], f"{exp.source} (variant {index['name']})"))
         except ConfigError:

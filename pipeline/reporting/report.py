@@ -1,4 +1,5 @@
-"""results/efficiency.csv and results/report.md from every stage's accounting.json + sacct."""
+"""results/efficiency.csv and results/report.md from every stage's accounting.json, joined with
+what the executor that ran it accounted (one query per backend)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,23 +10,24 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.core import state
-from pipeline.accounting.record import COLUMNS, METRIC_COLUMNS, gpu_hours, scheduler_columns as sacct_columns
-from pipeline.executors.slurm.sacct import ENDED_STATES, stage_usage
-from pipeline.executors.slurm.executor import query_sacct
 import safeio
+from pipeline.accounting.record import COLUMNS, METRIC_COLUMNS, gpu_hours, scheduler_columns
+from pipeline.core import paths, state
+from pipeline.core.paths import StagePaths
+from pipeline.executors import UsageRequest
+from pipeline.executors.watch import schedulers, usages
+from safeio.markdown import markdown_table
 
 # report.md's table per experiment: these, with the metric columns its stages filled in between.
 SUMMARY_HEAD = ("stage", "variant", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s", "throughput_per_s")
 SUMMARY_TAIL = ("sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_cpu_eff", "sacct_maxrss_task_mb",
                 "sacct_maxrss_step_mb")
-# A folder under results/<exp>/ is a stage's when the engine wrote one of these into it.
-STAGE_FILES = ("config.yaml", state.SUCCESS, state.JOB_RECORD, "accounting.json")
 UNREADABLE = "accounting-unreadable"
 
 
 def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
-    """One row per stage folder, enriched from sacct. A stage whose accounting.json is unreadable,
+    """One row per stage folder, joined with the executor's accounting (the sacct_* columns, every
+    attempt, one query per backend). A stage whose accounting.json is unreadable,
     or missing although the stage finished, keeps its row (status accounting-unreadable, the job
     id from job.json so the sacct columns still fill) and a warning goes to stderr."""
     exp_dir = results / experiment
@@ -35,45 +37,56 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
     for stage_dir in _variant_dirs(results, experiment):     # each run once: the variant that owns it
         records += [{**r, "variant": stage_dir.parent.name} for r in _stage_records(stage_dir, experiment) if r]
     records = [r for r in records if r]
-    sacct, why = query_sacct(j for r in records for j in _job_ids(r))
+    used, why = usages({i: (r.pop(EXECUTOR), UsageRequest(tuple(_job_ids(r)), _step_name(experiment, r),
+                                                          r.get("step_id")))
+                        for i, r in enumerate(records)})
     rows = []
-    for rec in records:
-        usage = stage_usage(sacct, _job_ids(rec), f"{experiment}.{str(rec.get('stage')).split(':')[0]}",
-                            rec.get("step_id"))
-        row = {**rec, **sacct_columns(usage), "gpu_hours": gpu_hours(rec)}
-        rows.append({c: row.get(c) for c in COLUMNS})
+    for i, rec in enumerate(records):
+        row = {**rec, **scheduler_columns(used.get(i)), "gpu_hours": gpu_hours(rec)}
+        rows.append({**{c: row.get(c) for c in COLUMNS}, ENDED: (used.get(i) or {}).get("ended")})
     order = _stage_order(exp_dir)
     rows.sort(key=lambda r: (order.get(str(r["stage"]).split(":")[0], len(order)), r.get("variant") or ""))
     return rows, why
 
 
+EXECUTOR = "_executor"   # the backend that ran a record's jobs (job.json), to ask for its accounting
+ENDED = "_ended"         # the stage's jobs have all ended: their CPU time is final (not a CSV column)
+
+
+def _step_name(experiment: str, record: dict) -> str:
+    """The name of the stage's own step in a job that ran several stages: `<experiment>.<stage>`
+    (an extra row `stage:variant` is its stage's)."""
+    return f"{experiment}.{str(record.get('stage')).split(':')[0]}"
+
+
 def _variant_dirs(results: Path, experiment: str) -> list[Path]:
     """The stage folders of the recorded variants that are their own (results/<exp>/variants/...)."""
-    from pipeline.core.variants import recorded
-    own = Path(results) / experiment / "variants"
-    dirs = {Path(d) for index in recorded(results, experiment) for d in index["dirs"].values()}
+    own = paths.variants_dir(results, experiment)
+    dirs = {Path(d) for index in state.recorded_variants(results, experiment) for d in index["dirs"].values()}
     return sorted(d for d in dirs if own in d.parents and d.is_dir())
 
 
 def _stage_dirs(exp_dir: Path) -> list[Path]:
     if not exp_dir.is_dir():
         return []
-    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and any((p / f).exists() for f in STAGE_FILES))
+    return sorted(p for p in exp_dir.iterdir() if p.is_dir() and StagePaths(p).is_stage_folder())
 
 
 def _stage_records(stage_dir: Path, experiment: str) -> list[dict]:
     """The stage's accounting record and the extra rows it added (e.g. one per benchmarked variant)."""
-    path = stage_dir / "accounting.json"
+    files = StagePaths(stage_dir)
+    path = files.accounting
     record, problem = _read_record(path)
-    if problem is None and record is None and not (stage_dir / state.SUCCESS).exists():
+    if problem is None and record is None and not files.success.exists():
         return []   # not started yet, or still running its first attempt: nothing to account
     if problem is not None or record is None:
         problem = problem or "missing, although the stage finished (_SUCCESS is there)"
         print(f"[pipeline] warning: {path}: {problem}; its efficiency.csv row is marked {UNREADABLE}",
               file=sys.stderr, flush=True)
         record = _row_without_accounting(stage_dir, experiment)
-    extra = safeio.read_json(stage_dir / "accounting_extra.json", []) or []
-    return [record] + [r for r in extra if isinstance(r, dict)]
+    extra = safeio.read_json(files.accounting_extra, []) or []
+    executor = {EXECUTOR: state.job_record(stage_dir).get("executor")}   # None: not recorded
+    return [{**record, **executor}] + [{**r, **executor} for r in extra if isinstance(r, dict)]
 
 
 def _read_record(path: Path) -> tuple[dict | None, str | None]:
@@ -95,14 +108,14 @@ def _row_without_accounting(stage_dir: Path, experiment: str) -> dict:
     kind = None
     with contextlib.suppress(Exception):
         import yaml
-        cfg = yaml.safe_load((stage_dir / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load(StagePaths(stage_dir).config.read_text()) or {}
         kind = cfg["experiment"]["stages"][stage_dir.name]["kind"]
     return {"experiment": experiment, "stage": stage_dir.name, "kind": kind, "status": UNREADABLE,
             "job_id": job.get("job_id"), "step_id": job.get("step_id"), "config_hash": job.get("fingerprint")}
 
 
 def _job_ids(rec: dict) -> list[str]:
-    """Every SLURM job that ran an attempt of this stage's current result, oldest first."""
+    """Every job that ran an attempt of this stage's current result, oldest first."""
     ids = [str(j) for j in (rec.get("job_ids") or []) if j]
     if rec.get("job_id") and str(rec["job_id"]) not in ids:
         ids.append(str(rec["job_id"]))
@@ -114,7 +127,7 @@ def _stage_order(exp_dir: Path) -> dict[str, int]:
     (older ones hold the whole experiment, in order)."""
     import yaml
     order: dict[str, int] = {}
-    found = [*exp_dir.glob("*/config.yaml"), *exp_dir.glob("variants/*/*/config.yaml")]
+    found = [*exp_dir.glob(f"*/{paths.CONFIG}"), *exp_dir.glob(f"{paths.VARIANTS}/*/*/{paths.CONFIG}")]
     for path in sorted(found, key=lambda p: p.stat().st_mtime):
         with contextlib.suppress(Exception):
             resolved = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
@@ -129,9 +142,9 @@ def write_report(results: Path, experiments: list[str] | None = None) -> tuple[P
     """Rewrite efficiency.csv (other experiments' rows kept) and report.md for all experiments."""
     results = Path(results)
     experiments = experiments or sorted(p.name for p in results.iterdir() if p.is_dir() and (
-        any(p.glob("*/accounting.json")) or any(p.glob(f"*/{state.SUCCESS}"))))
+        any(p.glob(f"*/{paths.ACCOUNTING}")) or any(p.glob(f"*/{paths.SUCCESS}"))))
     rows_by_exp = {e: collect(results, e) for e in experiments}
-    csv_path = results / "efficiency.csv"
+    csv_path = results / paths.EFFICIENCY_CSV
     kept = [r for r in _read_csv(csv_path) if r.get("experiment") not in rows_by_exp]
     all_rows = kept + [r for rows, _ in rows_by_exp.values() for r in rows]
     buf = io.StringIO()
@@ -143,7 +156,7 @@ def write_report(results: Path, experiments: list[str] | None = None) -> tuple[P
     sections = [_section(results, e, *(rows_by_exp.get(e) or _rows_from_csv(all_rows, e))) for e in all_exps]
     md = "# Experiment report\n\nGenerated by `python -m pipeline report`. One row per stage in " \
          "[efficiency.csv](efficiency.csv).\n\n" + "\n".join(sections)
-    md_path = results / "report.md"
+    md_path = results / paths.REPORT_MD
     safeio.atomic_write_text(md_path, md)
     return csv_path, md_path
 
@@ -153,19 +166,18 @@ def _rows_from_csv(rows: list[dict], experiment: str) -> tuple[list[dict], str |
 
 
 def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | None) -> str:
-    out = [f"## {experiment}\n", _markdown_table(rows, summary_columns(rows)), "", _total_time(rows)]
+    out = [f"## {experiment}\n", markdown_table(rows, summary_columns(rows)), "", _total_time(rows)]
     if sacct_why:
-        out.append(f"SLURM accounting (sacct) columns are empty: {sacct_why}.\n")
+        out.append(f"{schedulers()} accounting (sacct) columns are empty: {sacct_why}.\n")
     out += _accounting_notes(results, experiment, rows)
     skipped = [r for r in rows if r.get("status") == "skipped"]
     for r in skipped:
         out.append(f"- `{r['stage']}` was skipped: {r.get('skip_reason')}")
     for r in rows:
-        fragment = results / experiment / str(r["stage"]) / "report.md"
+        fragment = StagePaths(paths.experiment_dir(results, experiment) / str(r["stage"])).report_fragment
         if fragment.exists() and not r.get("variant"):      # variants: the comparison below
             out.append(_relink(fragment.read_text(), f"{experiment}/{r['stage']}"))
-    from pipeline.core.variants import recorded
-    indexes = recorded(results, experiment)
+    indexes = state.recorded_variants(results, experiment)
     if indexes:
         from pipeline.reporting.variants import write_comparison
         out.append(write_comparison(results, experiment, indexes))
@@ -192,19 +204,18 @@ def _accounting_notes(results: Path, experiment: str, rows: list[dict]) -> list[
     """Say why cells are empty or rows thin, so no number is read as something it is not."""
     notes = []
     live = [r["stage"] for r in rows if r.get("sacct_state") and not r.get("sacct_totalcpu_s")
-            and r.get("sacct_state") not in ENDED_STATES]
+            and r.get(ENDED) is False]
     if live:
         notes.append(f"CPU time and efficiency are filled once the job ends (sacct counts only finished "
                      f"steps): {', '.join(f'`{s}`' for s in live)} still running or pending.\n")
-    unsampled = [r["stage"] for r in rows if r.get("sacct_state") in ENDED_STATES
-                 and r.get("sacct_maxrss_task_mb") in (None, "")]
+    unsampled = [r["stage"] for r in rows if r.get(ENDED) and r.get("sacct_maxrss_task_mb") in (None, "")]
     if unsampled:
         notes.append(f"sacct MaxRSS is empty where a job or step ended before SLURM's first memory sample "
                      f"(JobAcctGatherFrequency): {', '.join(f'`{s}`' for s in unsampled)}; peak_rss_mb is the "
                      "stage process's own peak.\n")
     for r in rows:
         if r.get("status") == UNREADABLE:
-            path = results / experiment / str(r["stage"]) / "accounting.json"
+            path = StagePaths(paths.experiment_dir(results, experiment) / str(r["stage"])).accounting
             what = "unreadable (truncated or corrupt)" if path.exists() else "missing"
             notes.append(f"- `{r['stage']}`: {path} is {what}: its row has only the job id and sacct's "
                          "numbers; rerun the stage (`submit --force`) to record it again.")
@@ -226,16 +237,6 @@ def _int(value) -> int:
 def _relink(markdown: str, prefix: str) -> str:
     """A stage's fragment links files beside it; make the links relative to results/."""
     return re.sub(r"\]\((?!https?://|/)([^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", markdown)
-
-
-def _markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v in (None, "") else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _read_csv(path: Path) -> list[dict]:

@@ -11,25 +11,27 @@ import csv
 import io
 from pathlib import Path
 
-from pipeline.core import state
-from pipeline.accounting.record import gpu_hours
 import safeio
+from pipeline import contract
+from pipeline.accounting.record import total_device_hours
+from pipeline.core import paths
+from pipeline.core.paths import StagePaths
+from safeio.markdown import markdown_table
 
 COLUMNS = ("variant", "changed", "status", "val_acc", "test_acc", "trainable_params", "epochs",
            "samples_per_epoch", "total_samples", "wall_s", "gpu_hours", "cpu_hours")
 
 
 def variant_rows(indexes: list[dict]) -> list[dict]:
-    """One comparison row per recorded variant (pipeline/variants.py `recorded`)."""
+    """One comparison row per recorded variant (pipeline/core/state.py `recorded_variants`)."""
     return [_row(index) for index in indexes]
 
 
 def _row(index: dict) -> dict:
-    from pipeline.core.variants import EXPERIMENT_WIDE_KINDS
     stages = index.get("raw", {}).get("stages", {})
-    dirs = [Path(d) for s, d in index["dirs"].items() if stages.get(s, {}).get("kind") not in EXPERIMENT_WIDE_KINDS]
-    records = [safeio.read_json(d / "accounting.json", {}) or {} for d in dirs]
-    done = [(d / state.SUCCESS).exists() for d in dirs]
+    dirs = [Path(d) for s, d in index["dirs"].items() if not contract.experiment_wide(stages.get(s, {}).get("kind"))]
+    records = [safeio.read_json(StagePaths(d).accounting, {}) or {} for d in dirs]
+    done = [StagePaths(d).success.exists() for d in dirs]
     statuses = [r.get("status") for r in records]
     status = "done" if all(done) else "failed" if "failed" in statuses else "incomplete"
     trained = [r for r in records if r.get("epochs")]      # the stages that trained (epochs x samples)
@@ -37,16 +39,13 @@ def _row(index: dict) -> dict:
     def last(key):
         values = [r[key] for r in records if r.get(key) not in (None, "")]
         return values[-1] if values else None
-    cpu_s = sum(float(r.get("wall_s") or 0) * int(r.get("cpus") or 1) for r in records if r.get("device") != "cuda")
-    gpu = [g for g in (gpu_hours(r) for r in records) if g]
     return {"variant": index["name"], "changed": ", ".join(f"{k}={v}" for k, v in index["changed"].items()),
             "status": status, "val_acc": last("val_acc"), "test_acc": last("test_acc"),
             "trainable_params": last("trainable_params"),
             "epochs": sum(int(r["epochs"]) for r in trained) if trained else None,
             "samples_per_epoch": trained[-1].get("samples_per_epoch") if trained else None,
             "total_samples": sum(int(r.get("total_samples") or 0) for r in trained) if trained else None,
-            "wall_s": round(sum(float(r.get("wall_s") or 0) for r in records), 1),
-            "gpu_hours": round(sum(gpu), 4) if gpu else None, "cpu_hours": round(cpu_s / 3600, 4)}
+            "wall_s": round(sum(float(r.get("wall_s") or 0) for r in records), 1), **total_device_hours(records)}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -71,19 +70,20 @@ def axes(rows: list[dict]) -> tuple[str, str] | None:
 def write_comparison(results: Path, experiment: str, indexes: list[dict]) -> str:
     """variants/comparison.csv and comparison.png; the markdown section for report.md."""
     rows = variant_rows(indexes)
-    folder = Path(results) / experiment / "variants"
+    folder = paths.variants_dir(results, experiment)
+    link = f"{experiment}/{paths.VARIANTS}"       # links are relative to results/
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    safeio.atomic_write_text(folder / "comparison.csv", buf.getvalue())
+    safeio.atomic_write_text(folder / paths.COMPARISON_CSV, buf.getvalue())
     plotted = axes(rows)
     lines = [f"### Variants of {experiment}\n", f"{len(rows)} variant(s); "
-             f"[comparison.csv]({experiment}/variants/comparison.csv). A variant's cost counts every stage it "
-             "used, shared stages included.\n", _table(rows)]
+             f"[{paths.COMPARISON_CSV}]({link}/{paths.COMPARISON_CSV}). A variant's cost counts every stage it "
+             "used, shared stages included.\n", markdown_table(rows, COLUMNS)]
     if plotted:
-        front = _plot(rows, *plotted, folder / "comparison.png", experiment)
-        lines += ["", f"![{plotted[0]} against {plotted[1]}]({experiment}/variants/comparison.png)", "",
+        front = _plot(rows, *plotted, folder / paths.COMPARISON_PNG, experiment)
+        lines += ["", f"![{plotted[0]} against {plotted[1]}]({link}/{paths.COMPARISON_PNG})", "",
                   f"Pareto front ({plotted[0]} against {plotted[1]}; no other variant is both cheaper and better): "
                   + ", ".join(f"`{name}`" for name in front) + "."]
     else:
@@ -114,11 +114,3 @@ def _plot(rows: list[dict], score: str, cost: str, path: Path, experiment: str) 
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return [done[i]["variant"] for i in front]
-
-
-def _table(rows: list[dict]) -> str:
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else "" if v in (None, "") else str(v)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)

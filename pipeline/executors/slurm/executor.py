@@ -1,52 +1,70 @@
-"""SLURM backend through submitit: one job per stage, chained with --dependency=afterok.
+"""SLURM backend through submitit: one job per stage, chained with --dependency; job arrays for
+the runs of one stage; squeue and sacct for watching, scancel and scontrol for cancel and requeue.
 
-This is the one module that runs SLURM's commands (sacct, squeue, sinfo, scancel, scontrol):
-the rest of the engine asks through the functions here, and parses their output with the pure
-functions of pipeline/accounting.py.
+This is the one module that runs SLURM's commands (sacct, squeue, sinfo, scancel, scontrol); it
+parses their output with the pure functions of sacct.py.
 """
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterable
 
-import submitit
+from pipeline.core.paths import log_dir
+from pipeline.executors.base import After, Executor, LiveJob, Submission, UsageRequest
+from pipeline.executors.slurm.formats import mem_mb, time_minutes
+from pipeline.executors.slurm.sacct import (FAILED_STATES, SACCT_FIELDS, array_id, parse_sacct, parse_squeue,
+                                            stage_usage)
 
-from pipeline.executors.slurm.sacct import SACCT_FIELDS, array_id, parse_sacct, parse_squeue
-from pipeline.core.config import Experiment, mem_mb, time_minutes
-from pipeline.executors.base import Executor, Submission
+RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT")
+NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
-class StageJob(submitit.helpers.Checkpointable):
-    """The callable each SLURM job runs. Checkpointable: on the time-limit signal or preemption,
-    submitit requeues the job, and the stage resumes from its own checkpoint."""
+def _stage_job_class():
+    """The callable each SLURM job runs, built on first use: submitit is imported only where jobs
+    are submitted (a GPU node running stages locally may not have it)."""
+    import submitit
 
-    def __call__(self, resolved: dict, stage: str) -> dict:
-        from pipeline.core.config import from_raw
-        from pipeline.runner import array_task, run_stage
-        # A task of a job array is `<array>_<task>` to sacct and squeue (its own SLURM_JOB_ID is not)
-        return run_stage(from_raw(resolved), stage, job_id=array_task()[2] or os.environ.get("SLURM_JOB_ID"))
+    class StageJob(submitit.helpers.Checkpointable):
+        """Runs `entry(resolved config, stage)` in the job. Checkpointable: on the time-limit signal
+        or preemption, submitit requeues the job, and the stage resumes from its own checkpoint."""
+
+        def __init__(self, entry):
+            self.entry = entry
+
+        def __call__(self, resolved: dict, stage: str) -> dict:
+            return self.entry(resolved, stage)
+    return StageJob
 
 
 class SlurmExecutor(Executor):
     name = "slurm"
+    title = "SLURM"
+    queues_jobs = True
+    runs_arrays = True
 
-    def check(self, exp: Experiment, stages: list[str]) -> list[str]:
+    @classmethod
+    def reachable(cls) -> tuple[bool, str]:
+        return controller_reachable()
+
+    def check(self, exp, stages: list[str]) -> list[str]:
         return check_resources(exp, stages, query_sinfo())
 
-    def _executor(self, exp: Experiment, stage: str, dependency: str | None) -> submitit.SlurmExecutor:
+    def _executor(self, exp, stage: str, after: After):
+        import submitit
         s = exp.stages[stage]
         r = s.resources
-        ex = submitit.SlurmExecutor(folder=exp.log_dir(stage), max_num_timeout=3)
+        ex = submitit.SlurmExecutor(folder=log_dir(exp.paths.logs, exp.name, stage), max_num_timeout=3)
         params = dict(job_name=f"{exp.name}.{stage}", time=time_minutes(r.time), cpus_per_task=r.cpus_per_task,
-                      mem=r.mem, setup=[f"cd {_quote(os.getcwd())}", *exp.setup, *s.setup],
+                      mem=r.mem, setup=[f"cd {shlex.quote(os.getcwd())}", *exp.setup, *s.setup],
                       signal_delay_s=exp.signal_delay_s, stderr_to_stdout=True,
                       additional_parameters=dict(r.extra))
         optional = dict(partition=r.partition, constraint=r.constraint, account=r.account, qos=r.qos,
-                        gpus_per_node=r.gpus or None, dependency=dependency)
+                        gpus_per_node=r.gpus or None, dependency=dependency(after))
         params.update({k: v for k, v in optional.items() if v is not None})
         if r.world_size > 1:
             # One process per task, started by srun; a task that exits with an error ends the step
@@ -57,42 +75,93 @@ class SlurmExecutor(Executor):
         ex.update_parameters(**params)
         return ex
 
-    def submit(self, exp: Experiment, stage: str, after: list[str], dependency: str | None = None) -> Submission:
-        exp.log_dir(stage).mkdir(parents=True, exist_ok=True)
-        ex = self._executor(exp, stage, dependency or _afterok(after))
+    def submit(self, exp, stage: str, after: After = After()) -> Submission:
+        log_dir(exp.paths.logs, exp.name, stage).mkdir(parents=True, exist_ok=True)
+        ex = self._executor(exp, stage, after)
+        job = _stage_job_class()(self.entry)
         tasks = exp.stages[stage].resources.array
         if tasks == 1:
-            job = ex.submit(StageJob(), exp.raw, stage)
-            return Submission(stage, str(job.job_id), Path(job.paths.stdout), "submitted")
+            submitted = ex.submit(job, exp.raw, stage)
+            return Submission(stage, str(submitted.job_id), Path(submitted.paths.stdout), "submitted")
         with ex.batch():   # one sbatch --array=0-(N-1)%limit; the stage records the array's id
-            jobs = [ex.submit(StageJob(), exp.raw, stage) for _ in range(tasks)]
+            jobs = [ex.submit(job, exp.raw, stage) for _ in range(tasks)]
         return Submission(stage, array_id(str(jobs[0].job_id)), Path(jobs[0].paths.stdout), "submitted")
 
-    def submit_array(self, exps: list[Experiment], stage: str, dependency: str | None, limit: int = 0
-                     ) -> list[Submission]:
+    def submit_array(self, exps: list, stage: str, after: After, limit: int = 0) -> list[Submission]:
         """The same stage of several variants (same resources) as one job array, task i running
-        variant i's config; `dependency` may hold aftercorr (task i waits for task i upstream)."""
+        variant i's config; `after.each` makes task i wait for task i of an upstream array."""
         exp = exps[0]
-        exp.log_dir(stage).mkdir(parents=True, exist_ok=True)
-        ex = self._executor(exp, stage, dependency)
+        log_dir(exp.paths.logs, exp.name, stage).mkdir(parents=True, exist_ok=True)
+        ex = self._executor(exp, stage, after)
         ex.update_parameters(array_parallelism=limit or len(exps))
+        job = _stage_job_class()(self.entry)
         with ex.batch():
-            jobs = [ex.submit(StageJob(), e.raw, stage) for e in exps]
+            jobs = [ex.submit(job, e.raw, stage) for e in exps]
         return [Submission(stage, str(j.job_id), Path(j.paths.stdout), "submitted") for j in jobs]
 
     def cancel(self, job_ids: list[str]) -> None:
         scancel(job_ids)
 
-    def script(self, exp: Experiment, stage: str, after: list[str], dependency: str | None = None,
-               tasks: int = 0, limit: int = 0) -> str:
+    def script(self, exp, stage: str, after: After = After(), tasks: int = 0, limit: int = 0) -> str:
         """`tasks` > 0: the script of a job array of that many variants (submit_array)."""
-        ex = self._executor(exp, stage, dependency or _afterok(after))
+        ex = self._executor(exp, stage, after)
         tasks = tasks or exp.stages[stage].resources.array
         if tasks > 1:    # what submitit sets when it submits a batch
             ex.parameters["map_count"] = tasks
             ex.parameters["array_parallelism"] = limit or ex.parameters.get("array_parallelism") or tasks
         # submitit's own renderer: exactly the text `submit` hands to sbatch (minus real job ids).
         return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
+
+    def live(self, job_ids: list[str]) -> dict[str, LiveJob]:
+        return {job: live_job(v) for job, v in query_squeue(job_ids).items()}
+
+    def accounting(self, requests: list[UsageRequest]) -> tuple[list[dict | None], str | None]:
+        jobs, why = query_sacct(j for r in requests for j in (*r.job_ids, r.current))
+        return [_usage(jobs, r) for r in requests], why
+
+    def array_task(self, job_id: str) -> tuple[str, int] | None:
+        """`123_4` -> (`123`, 4): sacct's and squeue's name for task 4 of array 123."""
+        head, sep, task = str(job_id).rpartition("_")
+        return (head, int(task)) if sep and task.isdigit() else None
+
+    def placeholder_task(self, array: str, task: int) -> str:
+        return f"{array}_{task}"
+
+    def describe(self, after: After) -> str:
+        return dependency(after) or ""
+
+
+def dependency(after: After) -> str | None:
+    """sbatch --dependency: afterok on jobs, aftercorr on arrays task by task, afterany on jobs."""
+    parts = (["afterok:" + ":".join(after.ok)] if after.ok else []) + [f"aftercorr:{a}" for a in after.each]
+    parts += ["afterany:" + ":".join(after.any)] if after.any else []
+    return ",".join(parts) or None
+
+
+def live_job(squeue: dict) -> LiveJob:
+    """An squeue line ({state, reason}) in the engine's terms."""
+    pending = squeue["state"] == "PENDING"
+    return LiveJob(state="running" if squeue["state"] in RUNNING_STATES else "pending",
+                   reason=squeue["reason"] if pending else squeue["state"],
+                   on_dependency=pending and squeue["reason"].startswith("Dependency"),
+                   never_starts=pending and squeue["reason"] == NEVER_SATISFIED)
+
+
+def _usage(jobs: dict[str, dict], request: UsageRequest) -> dict | None:
+    """A stage's usage over its jobs, with `failed` and `current` (the current job's own state)."""
+    usage = stage_usage(jobs, request.job_ids, request.step_name, request.step_id)
+    current = jobs.get(str(request.current)) if request.current else None
+    if usage is None and current is None:
+        return None
+    out = dict(usage or {})
+    if usage:
+        out["failed"] = usage["state"] in FAILED_STATES
+    if current:
+        out["current"] = {"state": current["state"], "failed": current["state"] in FAILED_STATES,
+                          "live": "pending" if current["state"] == "PENDING" else
+                          "running" if current["state"] in RUNNING_STATES else None,
+                          "said": f"sacct {current['state']}"}
+    return out
 
 
 def partition_limits(sinfo_text: str) -> tuple[dict[str, dict], str | None]:
@@ -206,11 +275,3 @@ def requeue(job_id: str) -> None:
     Called from signal handlers, so it only runs the command and never raises on its answer."""
     subprocess.run(["scontrol", "requeue", job_id], check=False)
 
-
-def _afterok(job_ids: list[str]) -> str | None:
-    return "afterok:" + ":".join(job_ids) if job_ids else None
-
-
-def _quote(text: str) -> str:
-    import shlex
-    return shlex.quote(text)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import shlex
 
-from pipeline.core.config import Experiment, mem_mb, time_minutes
+from pipeline.core.paths import LOGS, allocation_log
+from pipeline.executors.slurm.formats import mem_mb, time_minutes
+
+DEFAULT_FOLDER = "sbatch"   # sbatch/<experiment>.sbatch, committed beside the configs
+
 
 def _hhmmss(minutes: int) -> str:
     days, rest = divmod(minutes, 1440)
@@ -15,7 +19,11 @@ def _hhmmss(minutes: int) -> str:
     return f"{days}-{text}" if days else text
 
 
-def allocation(exp: Experiment) -> dict:
+def default_path(exp) -> str:
+    return f"{DEFAULT_FOLDER}/{exp.name}.sbatch"
+
+
+def allocation(exp) -> dict:
     """One allocation big enough for the largest stage, long enough for all of them in a row."""
     stages = list(exp.stages.values())
     biggest_mem = max(stages, key=lambda s: mem_mb(s.resources.mem)).resources.mem
@@ -43,13 +51,13 @@ def allocation(exp: Experiment) -> dict:
     }
 
 
-def render(exp: Experiment, config_arg: str, overrides: list[str] = ()) -> str:
+def render(exp, config_arg: str, overrides: list[str] = ()) -> str:
     lines = [
         "#!/bin/bash",
         f"# Rendered by `python -m pipeline render -c {config_arg}`: edit the YAML, not this file.",
         f"# Runs every stage of experiment {exp.name!r} in one allocation, each stage as its own job step",
         f"# (srun; sacct accounts each apart). Submit from the repo root: sbatch sbatch/{exp.name}.sbatch",
-        f"# Log: logs/{exp.name}-<jobid>.out (slurm-<jobid>.out names it).",
+        f"# Log: {allocation_log(LOGS, exp.name, '<jobid>')} (slurm-<jobid>.out names it).",
     ]
     arrays = [f"{s.name} ({s.resources.array} tasks)" for s in exp.stages.values() if s.resources.array > 1]
     if arrays:
@@ -64,9 +72,9 @@ def render(exp: Experiment, config_arg: str, overrides: list[str] = ()) -> str:
         "",
         "set -eo pipefail",
         'cd "${PIPELINE_ROOT:-$SLURM_SUBMIT_DIR}"',
-        'if [ -n "${SLURM_JOB_ID:-}" ]; then  # the log folder first: a missing logs/ must not lose the log',
-        "  mkdir -p logs",
-        f'  export PIPELINE_LOG="$PWD/logs/{exp.name}-$SLURM_JOB_ID.out"',
+        'if [ -n "${SLURM_JOB_ID:-}" ]; then  # the log folder first: a missing log folder must not lose the log',
+        f"  mkdir -p {LOGS}",
+        f'  export PIPELINE_LOG="$PWD/{allocation_log(LOGS, exp.name, "$SLURM_JOB_ID")}"',
         '  echo "log: $PIPELINE_LOG"',
         '  exec >>"$PIPELINE_LOG" 2>&1',
         "fi",

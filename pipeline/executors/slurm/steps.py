@@ -16,42 +16,19 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Mapping
+from typing import Callable, Mapping
 
-from pipeline.core.config import Experiment
-from pipeline.executors.slurm import executor as slurm
-
-STEP_ENV = "PIPELINE_AS_STEP"          # set for the stage process of a step: the runner records the step id
-BATCH_STEP_IDS = ("", "batch", "4294967294")   # SLURM_STEP_ID of the batch script itself (if set at all)
+from pipeline.executors.slurm.env import STEP_ENV, allocation_cpus, in_step, inside_allocation
+from pipeline.executors.slurm.executor import requeue
 
 
-def inside_allocation(env: Mapping[str, str] = os.environ) -> bool:
-    """In a SLURM job's batch script (not in a step of it): where steps can be launched."""
-    return bool(env.get("SLURM_JOB_ID")) and env.get("SLURM_STEP_ID", "") in BATCH_STEP_IDS \
-        and not env.get(STEP_ENV)
-
-
-def in_step(env: Mapping[str, str] = os.environ) -> bool:
-    """This process runs a stage as a step that a driver launched."""
-    return bool(env.get(STEP_ENV)) and bool(env.get("SLURM_JOB_ID"))
-
-
-def plan(exp: Experiment, targets: list[str], force: bool = False) -> list[tuple[str, bool]]:
-    """(stage, fresh) for every stage to run, in order: exactly what `run_targets` would run
-    (a fresh stage gets `--force` for its step)."""
-    from pipeline.runner import plan_run
-    return plan_run(exp, targets, force)
-
-
-def step_command(exp: Experiment, name: str, config_arg: str, overrides: list[str], fresh: bool,
+def step_command(exp, name: str, config_arg: str, overrides: list[str], fresh: bool,
                  env: Mapping[str, str] = os.environ) -> list[str]:
     """The srun line of one stage: as many tasks and nodes as the stage runs processes on
     each with the stage's CPUs capped by the allocation's; memory is not
     asked for, so the step may use the allocation's (sized for the largest stage)."""
     resources = exp.stages[name].resources
-    cpus = resources.cpus_per_task
-    if (env.get("SLURM_CPUS_PER_TASK") or "").isdigit():
-        cpus = min(cpus, int(env["SLURM_CPUS_PER_TASK"]))
+    cpus = min(resources.cpus_per_task, allocation_cpus(env) or resources.cpus_per_task)
     cmd = ["srun", f"--ntasks={resources.world_size}", f"--nodes={resources.nodes}", f"--cpus-per-task={cpus}",
            f"--job-name={exp.name}.{name}", "--kill-on-bad-exit=1"]
     if resources.gpus:
@@ -61,15 +38,17 @@ def step_command(exp: Experiment, name: str, config_arg: str, overrides: list[st
     return cmd + (["--force"] if fresh else [])
 
 
-def run_as_steps(exp: Experiment, targets: list[str], config_arg: str, overrides: list[str],
-                 force: bool = False) -> int:
-    """Run each stage to do as its own job step; a failed step stops the run (exit 1)."""
+def run_as_steps(exp, targets: list[str], config_arg: str, overrides: list[str], force: bool,
+                 plan: Callable, run_here: Callable) -> int:
+    """Run each stage to do as its own job step; a failed step stops the run (exit 1).
+    `plan(exp, targets, force)` lists (stage, fresh) as the runner would run them;
+    `run_here(exp, targets, force=)` runs them in this process (outside an allocation)."""
+    install_usr1_handler(driver=True)   # until the driver installs its own (it stops the step first)
     if not inside_allocation() or shutil.which("srun") is None:
-        from pipeline.runner import run_targets
         if os.environ.get("SLURM_JOB_ID"):
             print("[pipeline] --as-steps: not in a batch script with srun; running the stages in this process",
                   flush=True)
-        return run_targets(exp, targets, force=force)
+        return run_here(exp, targets, force=force)
     driver = _Driver(os.environ["SLURM_JOB_ID"], wait_s=max(1, exp.signal_delay_s // 2))
     signal.signal(signal.SIGUSR1, driver.on_usr1)
     env = {**os.environ, STEP_ENV: "1", "PYTHONUNBUFFERED": "1"}
@@ -119,17 +98,28 @@ class _Driver:
 
     def _requeue_now(self) -> None:
         print(f"[pipeline] the step did not stop within {self.wait_s}s; requeueing anyway", flush=True)
-        slurm.requeue(self.job_id)
+        requeue(self.job_id)
 
     def requeue(self) -> None:
-        slurm.requeue(self.job_id)
+        requeue(self.job_id)
         sys.exit(143)
 
 
-def stop_on_usr1() -> None:
-    """In a stage's step: USR1 stops the stage as interrupted (it resumes after the requeue); the
-    driver outside the step requeues the job once the stage has recorded its attempt."""
-    def handler(signum, frame):
-        print("[pipeline] USR1: stopping this stage (interrupted); the job's driver requeues the job", flush=True)
-        sys.exit(143)
+def install_usr1_handler(driver: bool = False) -> None:
+    """SLURM sends USR1 before the time limit (--signal=B:USR1@N). In a stage's step: stop the stage
+    as interrupted (it resumes after the requeue; the driver outside the step requeues the job once
+    the stage has recorded its attempt). In a rendered job's batch script or a plain job: requeue
+    the job, so it starts again and resumes from the stages' checkpoints. Elsewhere: nothing."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return
+    if in_step() and not driver:
+        def handler(signum, frame):
+            print("[pipeline] USR1: stopping this stage (interrupted); the job's driver requeues the job", flush=True)
+            sys.exit(143)
+    else:
+        def handler(signum, frame):
+            print(f"[pipeline] time limit near: requeueing job {job_id}", flush=True)
+            requeue(job_id)
+            sys.exit(143)
     signal.signal(signal.SIGUSR1, handler)
