@@ -1,7 +1,7 @@
 """The stage contract: the one seam between the engine (pipeline/) and the stages (jobs/).
 
 A stage kind is a function `run(params, ctx) -> dict` registered under its YAML `kind`, with a
-dataclass describing its parameters. The engine calls it the same way under SLURM, locally, or
+dataclass describing its parameters. The engine calls it the same way in a queued job, locally, or
 in-process for tests.
 """
 from __future__ import annotations

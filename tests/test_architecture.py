@@ -1,6 +1,8 @@
-"""The engine's seams, checked on the source (issue 8): SLURM commands run only in the SLURM
-executor, no import cycles among the project's modules, the engine and the stages meet only at
-the stage contract, and the engine keeps no ML vocabulary beyond the efficiency columns it owns."""
+"""The engine's seams, checked on the source: SLURM lives in its executor package (its commands,
+its name), no import cycles among the project's modules (modules loaded by name included), the
+engine and the stages meet only at the stage contract, the library stands on its own, every
+per-stage file name is written once, and the engine keeps no ML vocabulary beyond the efficiency
+columns it owns."""
 from __future__ import annotations
 
 import ast
@@ -11,25 +13,27 @@ from pathlib import Path
 
 from conftest import REPO
 
-SLURM_COMMANDS = {"sacct", "squeue", "sinfo", "scancel", "scontrol"}
-SLURM_MODULE = REPO / "pipeline" / "executors" / "slurm.py"
+SLURM_COMMANDS = {"sacct", "squeue", "sinfo", "scancel", "scontrol", "srun", "sbatch"}
+SLURM_PACKAGE = REPO / "pipeline" / "executors" / "slurm"
+# Outside the SLURM package, "slurm" may appear only in these files, for these reasons.
+SAYS_SLURM = {
+    "pipeline/executors/__init__.py": "the registration line of the backend (and its imports)",
+    "pipeline/executors/local.py": "the hint that tells a user which executor runs several processes",
+    "pipeline/cli/main.py": "the command line's help",
+}
 # Functions that run or look up a program given as a string (subprocess, os, shutil, asyncio).
 RUNNERS = {"run", "call", "check_call", "check_output", "Popen", "getoutput", "getstatusoutput", "system",
            "popen", "which", "create_subprocess_exec", "create_subprocess_shell"}
 
-# What jobs/ may import from the engine: the stage contract and the atomic writers.
-JOBS_MAY_IMPORT = {"pipeline.contract", "pipeline.core.state"}
-# Imports that break that rule today, each with why it is tolerated and how it goes away.
-KNOWN_EXCEPTIONS = {
-    ("jobs.stages.evaluate", "pipeline.core.schema"): "ConfigError, raised by a params __post_init__; "
-                                                 "pipeline.contract re-exports it, import it from there",
-}
+# What the stage modules (jobs/stages/) may import from the engine: the stage contract alone.
+# The rest of jobs/ (the library) imports nothing from it.
+STAGES_MAY_IMPORT = {"pipeline.contract"}
 
 # Words of the model-training trade, matched in pipeline/'s code, strings, docstrings and comments
 # (each identifier split at `_` and digits, so `resnet18` and `val_acc` are caught too).
 ML_WORDS = {"acc", "accuracy", "epoch", "epochs", "resnet", "logit", "logits", "torch", "torchvision", "timm",
             "cifar", "mnist", "emnist", "imagenet", "optimizer", "backbone", "softmax", "finetune", "vit"}
-# The allow-list: efficiency.csv columns the engine owns (pipeline/accounting.py COLUMNS). It
+# The allow-list: efficiency.csv columns the engine owns (pipeline/accounting/record.py COLUMNS). It
 # writes them for any stage, copies metrics of these names from metrics.json and reports them, so
 # their names are the engine's words; no other use of an ML word is.
 OWNED_COLUMNS = {"epochs", "samples_per_epoch", "val_acc", "test_acc"}
@@ -81,21 +85,41 @@ def test_the_detector_finds_commands_however_they_are_run():
               'cmd = ("/usr/bin/scancel", job)\nprint("sinfo failed")\nlog.append(f"sacct {x}")\n'
               '"""docstring naming sinfo"""\n')
     assert sorted(slurm_command_calls(source)) == [(1, "sacct"), (2, "squeue"), (3, "scontrol"), (4, "scancel")]
-    assert {c for _, c in slurm_command_calls(SLURM_MODULE.read_text())} == SLURM_COMMANDS
+    found = {c for path in SLURM_PACKAGE.glob("*.py") for _, c in slurm_command_calls(path.read_text())}
+    assert found >= SLURM_COMMANDS - {"sbatch"}    # sbatch runs through submitit
 
 
 def test_only_the_slurm_executor_runs_slurm_commands():
-    offenders = [f"{_rel(path)}:{line}: {cmd}" for path in _python_files("pipeline") if path != SLURM_MODULE
+    offenders = [f"{_rel(path)}:{line}: {cmd}" for package in ("pipeline", "jobs", "safeio")
+                 for path in _python_files(package) if SLURM_PACKAGE not in path.parents
                  for line, cmd in slurm_command_calls(path.read_text())]
-    assert not offenders, "SLURM commands outside pipeline/executors/slurm.py:\n" + "\n".join(offenders)
+    assert not offenders, "SLURM commands outside pipeline/executors/slurm/:\n" + "\n".join(offenders)
+
+
+def test_no_module_outside_the_slurm_package_says_slurm():
+    offenders = [f"{_rel(path)}:{i}: {line.strip()}" for package in ("pipeline", "safeio")
+                 for path in _python_files(package)
+                 if SLURM_PACKAGE not in path.parents and _rel(path) not in SAYS_SLURM
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if "slurm" in line.lower()]
+    assert not offenders, "SLURM named outside its package:\n" + "\n".join(offenders)
 
 
 # --- (b) no import cycles ---------------------------------------------------------------------------
 
+def _by_name(node: ast.AST) -> list[str]:
+    """`importlib.import_module("a.b")` / `import_module("a.b")` / `__import__("a.b")`: a module
+    loaded by a literal name is an import too."""
+    if isinstance(node, ast.Call) and _called_name(node) in ("import_module", "__import__") and node.args:
+        first = node.args[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            return [first.value]
+    return []
+
+
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The project modules `path` imports, at module level or inside functions. `from pkg import
-    name` is an import of `pkg.name` when that is a module, else of `pkg`; relative imports are
-    resolved against the file's package."""
+    """The project modules `path` imports, at module level or inside functions, or loads by a
+    literal name. `from pkg import name` is an import of `pkg.name` when that is a module, else of
+    `pkg`; relative imports are resolved against the file's package."""
     own = _module_name(path)
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
     targets: set[str] = set()
@@ -109,7 +133,7 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
                 base = ".".join(anchor + ([node.module] if node.module else []))
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
-            continue
+            names = _by_name(node)
         for name in names:
             while name and name not in modules:   # `import pkg.mod.Thing` -> its deepest module
                 name = name.rpartition(".")[0]
@@ -119,7 +143,7 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    files = {_module_name(p): p for package in ("pipeline", "jobs") for p in _python_files(package)}
+    files = {_module_name(p): p for package in ("pipeline", "jobs", "safeio") for p in _python_files(package)}
     return {name: imported_modules(path, set(files)) for name, path in files.items()}
 
 
@@ -152,11 +176,12 @@ def test_the_cycle_finder_reports_the_path():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_graph_sees_relative_and_function_level_imports():
+def test_the_graph_sees_function_level_and_by_name_imports():
     graph = import_graph()
-    assert "pipeline.runner" in graph["pipeline.executors.slurm.executor"]       # inside StageJob.__call__
-    assert "pipeline.executors.slurm.sacct" in graph["pipeline.executors.slurm.executor"]   # `from ..accounting import`
+    assert "pipeline.runner" in graph["pipeline.cli.main"]              # inside cmd_run
+    assert "pipeline.kinds" in graph["pipeline.core.config"]            # importlib.import_module, by name
     assert any("pipeline.contract" in ts for m, ts in graph.items() if m.startswith("jobs."))   # absolute
+    assert _by_name(ast.parse("importlib.import_module('a.b')").body[0].value) == ["a.b"]
 
 
 def test_no_import_cycles():
@@ -173,12 +198,98 @@ def test_pipeline_never_imports_jobs():
     assert not wrong, "the engine imports stage code:\n" + "\n".join(wrong)
 
 
-def test_jobs_import_only_the_stage_contract_from_pipeline():
+def _is_stage_module(module: str) -> bool:
+    return module.startswith("jobs.stages")
+
+
+def test_stage_modules_import_only_the_stage_contract_from_pipeline():
+    graph = import_graph()
+    wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if _is_stage_module(m)
+                   for t in ts if t.split(".")[0] == "pipeline" and t not in STAGES_MAY_IMPORT)
+    assert not wrong, f"jobs/stages may import only {sorted(STAGES_MAY_IMPORT)} from pipeline/:\n" + "\n".join(wrong)
+
+
+def test_the_library_imports_nothing_from_the_engine():
     graph = import_graph()
     wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if m.split(".")[0] == "jobs"
-                   for t in ts if t.split(".")[0] == "pipeline" and t not in JOBS_MAY_IMPORT
-                   and (m, t) not in KNOWN_EXCEPTIONS)
-    assert not wrong, f"jobs/ may import only {sorted(JOBS_MAY_IMPORT)} from pipeline/:\n" + "\n".join(wrong)
+                   and not _is_stage_module(m) for t in ts if t.split(".")[0] == "pipeline")
+    assert not wrong, "library modules under jobs/ import the engine:\n" + "\n".join(wrong)
+
+
+def test_safeio_is_neutral_ground():
+    graph = import_graph()
+    wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if m.startswith("safeio") for t in ts
+                   if t.split(".")[0] in ("pipeline", "jobs"))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_stages_never_import_other_stages():
+    graph = import_graph()
+    wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if _is_stage_module(m) and m != "jobs.stages"
+                   for t in ts if _is_stage_module(t) and t != "jobs.stages")
+    assert not wrong, "stage modules import each other (move what they share into the library):\n" + "\n".join(wrong)
+
+
+def test_no_folder_circles_in_the_library():
+    """training/ and models/ (and every other library folder) import each other one way only."""
+    graph = import_graph()
+    folders: dict[str, set[str]] = {}
+    for m, ts in graph.items():
+        if m.count(".") >= 2 and m.startswith("jobs.") and not _is_stage_module(m):
+            folder = ".".join(m.split(".")[:2])
+            folders.setdefault(folder, set()).update(".".join(t.split(".")[:2]) for t in ts
+                                                     if t.startswith("jobs.") and not _is_stage_module(t))
+    for folder, targets in folders.items():
+        targets.discard(folder)
+    cycles = find_cycles(folders)
+    assert not cycles, "library folders import each other:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+# --- (e) one owner for every file name, cost formula and table writer ---------------------------------
+
+# Names the engine writes into a stage folder or results/: pipeline/core/paths.py names them.
+OWNED_FILE_NAMES = {"_SUCCESS", "_CORRUPT", "job.json", "attempts.json", "accounting.json", "accounting_extra.json",
+                    "metrics.json", "config.yaml", "report.md", "checkpoint.pt", ".run.lock", ".finish.lock",
+                    ".submit.lock", "_resolved.yaml", "efficiency.csv", "variant.json", "comparison.csv",
+                    "comparison.png"}
+PATHS_MODULE = REPO / "pipeline" / "core" / "paths.py"
+
+
+def file_name_literals(source: str) -> list[tuple[int, str]]:
+    """(line, text) for each string constant of the code (docstrings and prose aside: a name is a
+    text without spaces) that is, or ends a path in, a file name the engine owns."""
+    tree = ast.parse(source)
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return sorted((node.lineno, node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                  and not re.search(r"\s", node.value) and node.value.rsplit("/", 1)[-1] in OWNED_FILE_NAMES)
+
+
+def test_the_file_name_check_sees_paths_not_docstrings():
+    source = '"""Writes report.md."""\nx = out / "accounting.json"\ny = "results/efficiency.csv"\nz = "a report.md"\n'
+    assert file_name_literals(source) == [(2, "accounting.json"), (3, "results/efficiency.csv")]
+
+
+def test_per_stage_file_names_are_written_once():
+    offenders = [f"{_rel(path)}:{line}: {name!r}" for package in ("pipeline", "jobs") for path in _python_files(package)
+                 if path != PATHS_MODULE for line, name in file_name_literals(path.read_text())]
+    assert not offenders, "file names the engine owns, spelled outside pipeline/core/paths.py:\n" + "\n".join(offenders)
+
+
+def test_the_cost_formula_is_written_once():
+    """GPU- and CPU-hours: pipeline/accounting/record.py alone divides by the hour."""
+    offenders = [f"{_rel(path)}:{i}" for package in ("pipeline", "jobs") for path in _python_files(package)
+                 if path.name != "record.py" for i, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"/\s*(3600|SECONDS_PER_HOUR)\b", line)]
+    assert not offenders, "hours computed outside pipeline/accounting/record.py: " + ", ".join(offenders)
+
+
+def test_one_markdown_table_writer():
+    offenders = [f"{_rel(path)}:{i}" for package in ("pipeline", "jobs") for path in _python_files(package)
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if "---|" in line]
+    assert not offenders, "markdown tables written by hand (use safeio.markdown.markdown_table): " + ", ".join(offenders)
 
 
 # --- (d) no ML vocabulary in the engine ------------------------------------------------------------
@@ -220,7 +331,7 @@ def test_registering_the_kinds_does_not_import_torch():
     (download, prepare, report) and `status`/`submit` must not pay its import (~2.5 s here)."""
     import subprocess
     import sys
-    code = ("import sys, jobs.stages, jobs.models, pipeline.cli.main; "
+    code = ("import sys, jobs.stages, jobs.models, pipeline.__main__; "
             "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

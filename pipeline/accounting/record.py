@@ -4,7 +4,7 @@ summaries (through the stage context) all use these.
 
 A stage's record is its accounting.json (written by the runner: what the stage's process saw)
 joined with the scheduler's accounting of every attempt (the `sacct_*` columns: the executor's
-usage summary, see `scheduler_columns`; the names are kept from the first backend, SLURM's sacct).
+usage summary, see `scheduler_columns`; the names are kept from the first backend's accounting command).
 """
 from __future__ import annotations
 

@@ -82,8 +82,8 @@ def stuck_or_done(live: dict[str, LiveJob]) -> bool:
 def reconcile(exp: Experiment) -> list[str]:
     """Cancel jobs that can never start; say which upstream failed and where its log is.
 
-    SLURM marks the direct dependents DependencyNeverSatisfied; jobs further down keep the plain
-    `Dependency` reason, so every queued job of a never-run stage is cancelled. Every job id a
+    The scheduler marks only the direct dependents as never starting; jobs further down just wait
+    on a dependency, so every queued job of a never-run stage is cancelled. Every job id a
     stage ever had is looked at: an earlier submit's job, superseded by a newer one but still
     waiting on a dependency, is cancelled too.
     """

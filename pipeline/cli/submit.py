@@ -52,7 +52,7 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
            dry_run: bool = False, explain: bool = False, wait: bool = False) -> int:
     """Submit what the plan says; return an exit code (non-zero when a stage failed).
 
-    SLURM submissions return at once unless `wait`; local runs are finished when this returns.
+    Queued submissions return at once unless `wait`; local runs are finished when this returns.
     """
     lock = contextlib.nullcontext() if dry_run else \
         safeio.exclusive_lock(paths.submit_lock(exp.paths.results, exp.name), f"a submit of experiment {exp.name!r}")
@@ -177,7 +177,7 @@ def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
 def submit_variants(exps: list[Experiment], executor: Executor, targets: list[str], force: bool = False,
                     dry_run: bool = False, limit: int = 0, wait: bool = False) -> int:
     """Submit the variants of one experiment. A stage folder that several variants share runs
-    once; the runs of one stage with the same resources go to SLURM as one job array, task i
+    once; the runs of one stage with the same resources go to the scheduler as one job array, task i
     waiting with aftercorr for task i of an upstream array when the tasks match one to one (else
     afterok on the upstream jobs): a failed variant stops only its own later stages. The
     experiment-wide stages (the report) run once at the end, after every variant, done or not."""

@@ -196,7 +196,8 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
 def load_kind_modules(names: list[str]) -> None:
     """Import the modules that register stage kinds: the engine's own (pipeline.kinds) and the
     experiment's stage packages (configs/defaults.yaml: stage_modules)."""
-    for name in ["pipeline.kinds", *names]:
+    importlib.import_module("pipeline.kinds")
+    for name in names:
         importlib.import_module(name)
 
 
@@ -267,7 +268,7 @@ def _check_resources(r: Resources, key: str) -> None:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and reads `10:30` as the text a SLURM time is."""
+    """SafeLoader that refuses duplicate keys and reads `10:30` as the text a time limit is."""
 
     def compose_document(self):
         node = super().compose_document()

@@ -39,7 +39,7 @@ def usages(requests: dict) -> tuple[dict, str | None]:
 
 
 def schedulers() -> str:
-    """How messages name the backends that queue jobs (e.g. `SLURM`)."""
+    """How messages name the backends that queue jobs (their `title`)."""
     return "/".join(c.title for c in executors.BACKENDS.values() if c.queues_jobs)
 
 

@@ -210,7 +210,7 @@ def _accounting_notes(results: Path, experiment: str, rows: list[dict]) -> list[
                      f"steps): {', '.join(f'`{s}`' for s in live)} still running or pending.\n")
     unsampled = [r["stage"] for r in rows if r.get(ENDED) and r.get("sacct_maxrss_task_mb") in (None, "")]
     if unsampled:
-        notes.append(f"sacct MaxRSS is empty where a job or step ended before SLURM's first memory sample "
+        notes.append(f"sacct MaxRSS is empty where a job or step ended before the scheduler's first memory sample "
                      f"(JobAcctGatherFrequency): {', '.join(f'`{s}`' for s in unsampled)}; peak_rss_mb is the "
                      "stage process's own peak.\n")
     for r in rows:

@@ -72,7 +72,7 @@ def render(exp, config_arg: str, overrides: list[str] = ()) -> str:
         "",
         "set -eo pipefail",
         'cd "${PIPELINE_ROOT:-$SLURM_SUBMIT_DIR}"',
-        'if [ -n "${SLURM_JOB_ID:-}" ]; then  # the log folder first: a missing log folder must not lose the log',
+        'if [ -n "${SLURM_JOB_ID:-}" ]; then  # the log folder first: a missing logs/ must not lose the log',
         f"  mkdir -p {LOGS}",
         f'  export PIPELINE_LOG="$PWD/{allocation_log(LOGS, exp.name, "$SLURM_JOB_ID")}"',
         '  echo "log: $PIPELINE_LOG"',
