@@ -55,11 +55,11 @@ def sets(overrides: list[str]) -> list[str]:
 @pytest.fixture(scope="session")
 def slurm():
     """The real cluster. Under CI=true it must be there: a missing cluster fails, never skips."""
-    from pipeline.executors import slurm_available
-    ok, why = slurm_available()
+    from pipeline.executors.slurm.executor import SlurmExecutor
+    ok, why = SlurmExecutor.reachable()
     if not ok and os.geteuid() == 0:
         subprocess.run(["bash", str(REPO / "scripts" / "slurm_cluster.sh"), "up"], check=False)
-        ok, why = slurm_available()
+        ok, why = SlurmExecutor.reachable()
     if not ok:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI needs the local SLURM cluster but it is not reachable: {why}")
