@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, cli, sets
 from pipeline.core import config
 from pipeline.core.schema import ConfigError
-from pipeline.reporting.variants import pareto_front
+from pipeline.reporting.comparison import pareto_front
 from pipeline.core.variants import combinations, expand, load_variants, parse_sweep_items, variant_name
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -179,7 +179,7 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
             out.append(_relink(fragment.read_text(), f"{experiment}/{r['stage']}"))
     indexes = state.recorded_variants(results, experiment)
     if indexes:
-        from pipeline.reporting.variants import write_comparison
+        from pipeline.reporting.comparison import write_comparison
         out.append(write_comparison(results, experiment, indexes))
     return "\n".join(out) + "\n"
 
