@@ -21,12 +21,10 @@ def usages(requests: dict) -> tuple[dict, str | None]:
     accounting query per backend that queues jobs (a request whose backend was not recorded asks
     each of them: only their own job ids match); and why the accounting is missing (None when a
     scheduler answered)."""
-    queueing = [n for n, c in executors.BACKENDS.items() if c.queues_jobs]
     by_backend: dict[str, list] = {}
     for key, (name, _) in requests.items():
-        for backend in [name] if name in executors.BACKENDS else queueing if name is None else []:
-            if backend in queueing:
-                by_backend.setdefault(backend, []).append(key)
+        for backend in _asked_about(name):
+            by_backend.setdefault(backend, []).append(key)
     out: dict = dict.fromkeys(requests)
     whys = []
     for name, keys in by_backend.items():
@@ -36,6 +34,13 @@ def usages(requests: dict) -> tuple[dict, str | None]:
     if not by_backend:
         return out, f"no {schedulers()} job ids recorded (stages ran locally)"
     return out, None if None in whys else whys[0]
+
+
+def _asked_about(name: str | None) -> list[str]:
+    """The backends to ask about a record's jobs: its own if it queues jobs; every one that
+    queues jobs when no backend was recorded; none for a backend that runs stages at once."""
+    queueing = [n for n, c in executors.BACKENDS.items() if c.queues_jobs]
+    return queueing if name is None else [name] if name in queueing else []
 
 
 def schedulers() -> str:
