@@ -18,7 +18,6 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,7 +34,7 @@ def train(rank: int, world: int, args, out: str, port: int, device: str = "cpu",
 
     from jobs.models.registry import create_model
     from jobs.training.loop import fit
-    from jobs.training.params import TrainParams
+    from jobs.training.params import FitEnv, TrainParams
     from jobs.training.transforms import BatchTransform
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -47,12 +46,12 @@ def train(rank: int, world: int, args, out: str, port: int, device: str = "cpu",
             "y_val": torch.randint(0, 10, (64,), generator=gen)}
     folder = Path(out) / f"rank{rank}"
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = SimpleNamespace(out_dir=folder, checkpoint_path=folder / "checkpoint.pt", seed=0, device=device,
-                          fingerprint="bench", log=logging.getLogger("bench"), rank=rank, world_size=world)
+    env = FitEnv(folder, folder / "checkpoint.pt", logging.getLogger("bench"), seed=0, device=device,
+                 fingerprint="bench", rank=rank, world_size=world)
     p = TrainParams(epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=0.01, amp=amp,
                     channels_last=amp, log_every=10**6)
     model = create_model(args.model, 10, image_size=32)
-    run = fit(model, data, BatchTransform(3, 3, 32, 32, "imagenet"), p, ctx)
+    run = fit(model, data, BatchTransform(3, 3, 32, 32, "imagenet"), p, env)
     if rank == 0:   # the last epoch: the first one includes warm-up
         (Path(out) / "rate.json").write_text(json.dumps(run["history"][-1]["img_per_s"]))
 

@@ -1,4 +1,4 @@
-"""Kinds `hpo` and `retrain` (jobs/stages/search.py, jobs/search/hpo.py) without SLURM: config
+"""Kinds `hpo` and `retrain` (jobs/stages/hpo.py, jobs/search/hpo.py) without SLURM: config
 checks, the search CNN, the exact trial count with several workers on one journal, heartbeats
 of killed workers, pruning of hopeless trials on real data (scikit-learn's digits), and a local
 search -> retrain run. On the real cluster with job-array workers: tests/test_hpo_slurm.py."""
@@ -18,8 +18,8 @@ import yaml
 from conftest import cli, sets
 from jobs.models.registry import count_params, create_model
 from jobs.search import hpo
-from jobs.stages.search import HpoParams, searchable, with_values
-from jobs.stages.train import TrainModelSpec
+from jobs.stages.hpo import HpoParams, searchable, with_values
+from jobs.training.params import TrainModelSpec
 from pipeline.core import config
 from pipeline.core.schema import ConfigError
 

@@ -1,14 +1,13 @@
-"""Kind `train` (jobs/stages/train.py) and its library: the shared loop (jobs/training/loop.py:
-loss, MixUp/CutMix, schedules, early stop, resume), the batch transforms, the head trained on
-cached backbone features (jobs/training/features.py); one local run download -> prepare -> train
-(resnet18 + activation surgery) -> evaluate."""
+"""Kind `train` (jobs/stages/train.py, its recipe jobs/training/recipe.py) and its library: the
+shared loop (jobs/training/loop.py: loss, MixUp/CutMix, schedules, early stop, resume), the batch
+transforms, the head trained on cached backbone features (jobs/training/features.py); one local run
+download -> prepare -> train (resnet18 + activation surgery) -> evaluate."""
 from __future__ import annotations
 
 import copy
 import json
 import logging
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,10 +18,10 @@ from conftest import cli, sets
 from fixtures import write_cifar10_three
 from jobs.models.registry import create_model, find_head
 from jobs.models.surgery import freeze
-from jobs.stages.train import TrainStageParams
 from jobs.training.features import cache_blocker, extract_features, fit_head_on_features, headless
-from jobs.training.loop import (TrainParams, fit, make_loss, make_optimizer, make_scheduler, mix_batch,
+from jobs.training.loop import (FitEnv, TrainParams, fit, make_loss, make_optimizer, make_scheduler, mix_batch,
                                 mixed_loss)
+from jobs.training.params import TrainStageParams
 from jobs.training.transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, BatchTransform, channel_stats
 
 
@@ -124,11 +123,10 @@ class LogLines:
     warning = info
 
 
-def fake_ctx(out_dir, log=None, seed: int = 0):
-    """What fit reads from a StageContext."""
+def fit_env(out_dir, log=None, seed: int = 0) -> FitEnv:
+    """Where fit runs: out_dir, on the CPU, one process."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(out_dir=out_dir, checkpoint_path=out_dir / "checkpoint.pt", seed=seed, device="cpu",
-                           log=log or LogLines(), fingerprint="test")
+    return FitEnv(out_dir, out_dir / "checkpoint.pt", log or LogLines(), seed, "cpu", "test")
 
 
 class TinyNet(nn.Module):
@@ -161,9 +159,9 @@ GREY = BatchTransform(1, 1, 0, 6, "none")
 
 def test_fit_logs_each_epoch_and_writes_best(tmp_path):
     torch.manual_seed(0)
-    ctx = fake_ctx(tmp_path)
-    run = fit(TinyNet(), tiny_data(), GREY, TrainParams(epochs=3, batch_size=16, lr=0.01), ctx, meta={"k": 1})
-    epochs = [line for line in ctx.log.lines if line.startswith("Epoch ")]
+    env = fit_env(tmp_path)
+    run = fit(TinyNet(), tiny_data(), GREY, TrainParams(epochs=3, batch_size=16, lr=0.01), env, meta={"k": 1})
+    epochs = [line for line in env.log.lines if line.startswith("Epoch ")]
     assert len(epochs) == 3 and epochs[0].startswith("Epoch 1/3 | Train Loss: ")
     assert " | Train Acc: " in epochs[0] and " | Val Loss: " in epochs[0] and " | Val Acc: " in epochs[0]
     assert [h["epoch"] for h in run["history"]] == [1, 2, 3]
@@ -176,10 +174,10 @@ def test_early_stop_after_patience_epochs_without_a_better_val_acc(tmp_path):
     """lr 0: val accuracy never improves on epoch 1, so patience 2 stops after epoch 3."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
-    ctx = fake_ctx(tmp_path)
-    run = fit(model, tiny_data(), GREY, TrainParams(epochs=10, lr=0.0, patience=2, batch_size=16), ctx)
+    env = fit_env(tmp_path)
+    run = fit(model, tiny_data(), GREY, TrainParams(epochs=10, lr=0.0, patience=2, batch_size=16), env)
     assert run["best_epoch"] == 1 and run["early_stop_epoch"] == 3 and len(run["history"]) == 3
-    assert "early stop at epoch 3: no better val acc for 2 epochs" in ctx.log.lines
+    assert "early stop at epoch 3: no better val acc for 2 epochs" in env.log.lines
 
 
 def test_resume_after_interruption_gives_the_same_epochs(tmp_path):
@@ -187,15 +185,15 @@ def test_resume_after_interruption_gives_the_same_epochs(tmp_path):
     numbers equal an unbroken run's (model, optimizer, schedule and RNG states restored)."""
     p = TrainParams(epochs=5, batch_size=16, lr=0.01, warmup_epochs=1)
     torch.manual_seed(0)
-    unbroken = fit(TinyNet(), tiny_data(), GREY, p, fake_ctx(tmp_path / "a"))["history"]
+    unbroken = fit(TinyNet(), tiny_data(), GREY, p, fit_env(tmp_path / "a"))["history"]
     torch.manual_seed(0)
     with pytest.raises(Interrupted):
-        fit(TinyNet(), tiny_data(), GREY, p, fake_ctx(tmp_path / "b", LogLines(stop_after=2)))
+        fit(TinyNet(), tiny_data(), GREY, p, fit_env(tmp_path / "b", LogLines(stop_after=2)))
     torch.manual_seed(1)                                   # another init: the checkpoint must win
-    ctx = fake_ctx(tmp_path / "b")
-    resumed = fit(TinyNet(), tiny_data(), GREY, p, ctx)["history"]
-    assert any(line.startswith("resumed from ") and "after epoch 2 " in line for line in ctx.log.lines)
-    assert not any(line.startswith("Epoch 1/") for line in ctx.log.lines)
+    env = fit_env(tmp_path / "b")
+    resumed = fit(TinyNet(), tiny_data(), GREY, p, env)["history"]
+    assert any(line.startswith("resumed from ") and "after epoch 2 " in line for line in env.log.lines)
+    assert not any(line.startswith("Epoch 1/") for line in env.log.lines)
     assert [h["epoch"] for h in resumed] == [1, 2, 3, 4, 5]
     for key in ("train_loss", "val_loss", "val_acc", "lr"):
         assert [h[key] for h in resumed] == pytest.approx([h[key] for h in unbroken], rel=1e-6)
@@ -230,8 +228,8 @@ def test_cached_features_train_the_same_head_as_the_full_forward(tmp_path):
     freeze(model, "head")
     twin = copy.deepcopy(model)
     assert cache_blocker(model, p) == ""
-    full = fit(model, tiny_data(), GREY, p, fake_ctx(tmp_path / "full"), meta={"m": 1})
-    cached = fit_head_on_features(twin, tiny_data(), GREY, p, fake_ctx(tmp_path / "cached"), {"m": 1})
+    full = fit(model, tiny_data(), GREY, p, fit_env(tmp_path / "full"), meta={"m": 1})
+    cached = fit_head_on_features(twin, tiny_data(), GREY, p, fit_env(tmp_path / "cached"), {"m": 1})
     assert [h["train_loss"] for h in cached["history"]] == pytest.approx([h["train_loss"] for h in full["history"]],
                                                                          rel=1e-5)
     assert [h["val_acc"] for h in cached["history"]] == [h["val_acc"] for h in full["history"]]

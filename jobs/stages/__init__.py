@@ -5,8 +5,8 @@ jobs.search). The package also offers the model registry as the `models` catalog
 from pipeline.contract import register_catalog
 
 # Registration happens on import.
-from . import data, deploy, deploy_bench, deploy_export, evaluate  # noqa: F401
-from . import scratch, search, train  # noqa: F401
+from . import data, deploy, deploy_benchmark, deploy_export, evaluate  # noqa: F401
+from . import hpo, scratch, train  # noqa: F401
 
 
 def _list_models(pattern: str) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from jobs.models.registry import find_head
-from jobs.training.loop import Prepare, TrainParams, autocast, batches, fit, resolve_device
+from jobs.training.loop import FitEnv, Prepare, TrainParams, autocast, batches, fit, resolve_device
 from jobs.training.transforms import identity
 
 CACHED, FULL = "cached_features", "full_forward"
@@ -82,17 +82,17 @@ def extract_features(backbone: nn.Module, x: torch.Tensor, prepare: Prepare, dev
 
 
 def fit_head_on_features(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams,
-                         ctx, meta: dict, on_epoch=None) -> dict:
+                         env: FitEnv, meta: dict, on_epoch=None) -> dict:
     """Backbone features of train and val once, then the shared loop trains the head on them;
     best.pt holds the whole model (with the head's best epoch), as a full forward run writes it."""
-    device = resolve_device(ctx.device)
+    device = resolve_device(env.device)
     head_path, head = find_head(model)
     started = time.perf_counter()
     with headless(model, head_path):
         features = {f"x_{s}": extract_features(model, data[f"x_{s}"], prepare, device, p) for s in ("train", "val")}
     seconds = time.perf_counter() - started
-    ctx.log.info("cached backbone features: train %s, val %s (head %s's input) in %.1f s",
+    env.log.info("cached backbone features: train %s, val %s (head %s's input) in %.1f s",
                  tuple(features["x_train"].shape), tuple(features["x_val"].shape), head_path, seconds)
     head_data = {**features, "y_train": data["y_train"], "y_val": data["y_val"]}
-    run = fit(head, head_data, identity, p, ctx, meta=meta, best_model=model, on_epoch=on_epoch)
+    run = fit(head, head_data, identity, p, env, meta=meta, best_model=model, on_epoch=on_epoch)
     return {**run, "feature_seconds": round(seconds, 3)}

@@ -18,7 +18,7 @@ from torch import nn
 from safeio import atomic_path
 
 from jobs.training.distributed import Dist
-from jobs.training.params import TrainParams  # noqa: F401 - the loop's parameters, re-exported
+from jobs.training.params import FitEnv, TrainParams  # noqa: F401 - the loop's parameters, re-exported
 
 BEST_CHECKPOINT = "best.pt"    # the best epoch's weights and meta; evaluation and init_from read it
 
@@ -243,29 +243,30 @@ def _to_device(xb, yb, prepare: Prepare, device, p: TrainParams, training: bool)
     return inputs, yb.to(device, non_blocking=True)
 
 
-def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams, ctx,
+def fit(model: nn.Module, data: dict[str, torch.Tensor], prepare: Prepare, p: TrainParams, env: FitEnv,
         trainable=None, meta: dict | None = None, best_model: nn.Module | None = None,
         on_epoch: Callable[[int, dict], None] | None = None) -> dict:
-    """Train with per-epoch checkpoints; resume from ctx.checkpoint_path when it matches this run.
+    """Train with per-epoch checkpoints; resume from env.checkpoint_path when it matches this run.
 
     data: x_train, y_train, x_val, y_val (uint8 images, int64 labels; or features, with an
     identity `prepare`). Returns the history and the best epoch; the best weights (with `meta`,
-    what an evaluation needs to rebuild the model) are in ctx.out_dir / "best.pt": those of
+    what an evaluation needs to rebuild the model) are in env.out_dir / "best.pt": those of
     `best_model` when given (the whole network around a head trained on cached features).
     `on_epoch(epoch, history entry)` runs after each epoch's checkpoint is written: a search
     reports the epoch's val numbers to its pruner there, and may stop the run by raising.
     """
     from jobs.training.distributed import setup, teardown
-    dist = setup(ctx, p.dist_timeout_s)
+    dist = setup(env, p.dist_timeout_s)
     try:
-        return _fit(model, data, prepare, p, ctx, trainable, meta, best_model, dist, on_epoch)
+        return _fit(model, data, prepare, p, env, trainable, meta, best_model, dist, on_epoch)
     finally:
         teardown(dist)
 
 
-def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model, dist: Dist, on_epoch) -> dict:
+def _fit(model, data, prepare, p: TrainParams, env: FitEnv, trainable, meta, best_model, dist: Dist,
+         on_epoch) -> dict:
     from jobs.training.distributed import wrap
-    device = resolve_device(ctx.device)
+    device = resolve_device(env.device)
     if device.type == "cuda" and dist.active:
         device = torch.device("cuda", dist.local_rank)
     model.to(device)
@@ -278,14 +279,14 @@ def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model,
     opt = make_optimizer(params, p)
     sched = make_scheduler(opt, p, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=p.amp and p.amp_dtype == "fp16" and device.type == "cuda")
-    generator = torch.Generator().manual_seed(ctx.seed)
+    generator = torch.Generator().manual_seed(env.seed)
     run = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
-    if ctx.checkpoint_path.exists():
-        run = _resume(ctx, model, opt, sched, scaler, generator, run)
+    if env.checkpoint_path.exists():
+        run = _resume(env, model, opt, sched, scaler, generator, run)
     first = p.epochs + 1 if run.get("early_stop_epoch") else run["epoch"] + 1  # an early stop is final
     for epoch in range(first, p.epochs + 1):
         train = train_one_epoch(net, data["x_train"], data["y_train"], prepare, opt, sched, scaler, device, p,
-                                generator, ctx.log, epoch, dist)
+                                generator, env.log, epoch, dist)
         val = evaluate(model, data["x_val"], data["y_val"], prepare, device, p)
         val["loss"], val["acc"] = dist.from_main(val["loss"], val["acc"])   # one decision on every rank
         run["history"].append({"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
@@ -295,42 +296,42 @@ def _fit(model, data, prepare, p: TrainParams, ctx, trainable, meta, best_model,
         if val["acc"] > run["best_acc"]:
             run.update(best_acc=val["acc"], best_epoch=epoch)
             if dist.is_main:
-                save_atomic(ctx.out_dir / BEST_CHECKPOINT, {"model": (best_model or model).state_dict(),
+                save_atomic(env.out_dir / BEST_CHECKPOINT, {"model": (best_model or model).state_dict(),
                                                             "epoch": epoch, "val_acc": val["acc"], "meta": meta or {}})
         run["epoch"] = epoch
         stop = p.patience and epoch - run["best_epoch"] >= p.patience
         run["early_stop_epoch"] = epoch if stop else None
         if dist.is_main:          # the one writer; every rank resumes from it
-            save_atomic(ctx.checkpoint_path, _checkpoint(ctx, model, opt, sched, scaler, generator, run, p))
+            save_atomic(env.checkpoint_path, _checkpoint(env, model, opt, sched, scaler, generator, run, p))
         # Logged after the checkpoint is on disk: a job killed after this line resumes after this epoch.
-        ctx.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
+        env.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
                      "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
                      100 * val["acc"], sched.get_last_lr()[0], train["img_per_s"])
         if on_epoch is not None:
             on_epoch(epoch, run["history"][-1])
         if stop:
-            ctx.log.info("early stop at epoch %d: no better val acc for %d epochs", epoch, p.patience)
+            env.log.info("early stop at epoch %d: no better val acc for %d epochs", epoch, p.patience)
             break
-    ctx.log.info("best val acc %.2f%% at epoch %d", 100 * run["best_acc"], run["best_epoch"])
+    env.log.info("best val acc %.2f%% at epoch %d", 100 * run["best_acc"], run["best_epoch"])
     return run
 
 
-def _checkpoint(ctx, model, opt, sched, scaler, generator, run, p: TrainParams) -> dict:
+def _checkpoint(env: FitEnv, model, opt, sched, scaler, generator, run, p: TrainParams) -> dict:
     """Everything a restarted job needs to continue exactly where this epoch ended."""
     from dataclasses import asdict
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(), "run": run, "config": asdict(p), "fingerprint": ctx.fingerprint,
+            "scaler": scaler.state_dict(), "run": run, "config": asdict(p), "fingerprint": env.fingerprint,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                     "loader": generator.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
 
 
-def _resume(ctx, model, opt, sched, scaler, generator, fresh: dict) -> dict:
-    ckpt = _read_checkpoint(ctx)
+def _resume(env: FitEnv, model, opt, sched, scaler, generator, fresh: dict) -> dict:
+    ckpt = _read_checkpoint(env)
     if ckpt is None:
         return fresh
-    if ckpt.get("fingerprint") != ctx.fingerprint:
-        ctx.log.info("ignoring checkpoint from a different config/code (fingerprint %s)", ckpt.get("fingerprint"))
+    if ckpt.get("fingerprint") != env.fingerprint:
+        env.log.info("ignoring checkpoint from a different config/code (fingerprint %s)", ckpt.get("fingerprint"))
         return fresh
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
@@ -344,27 +345,27 @@ def _resume(ctx, model, opt, sched, scaler, generator, fresh: dict) -> dict:
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     run = ckpt["run"]
-    ctx.log.info("resumed from %s after epoch %d (best val acc %.2f%% at epoch %d)", ctx.checkpoint_path,
+    env.log.info("resumed from %s after epoch %d (best val acc %.2f%% at epoch %d)", env.checkpoint_path,
                  run["epoch"], 100 * run["best_acc"], run["best_epoch"])
     return run
 
 
-def _read_checkpoint(ctx) -> dict | None:
+def _read_checkpoint(env: FitEnv) -> dict | None:
     """The resume checkpoint, or None when it cannot be read (truncated, corrupted): then it is
     set aside under a new name, so it neither fails every later run nor gets lost."""
-    path = ctx.checkpoint_path
+    path = env.checkpoint_path
     try:
         ckpt = read_checkpoint(path)
         if not isinstance(ckpt, dict) or "run" not in ckpt:
             raise ValueError("not a checkpoint written by this training loop")
         return ckpt
     except Exception as err:  # noqa: BLE001 - any reader error means: start clean
-        if getattr(ctx, "rank", 0) > 0:     # rank 0 sets it aside; the others only start clean too
-            ctx.log.warning("checkpoint %s is unreadable (%s); training starts clean", path, type(err).__name__)
+        if env.rank > 0:     # rank 0 sets it aside; the others only start clean too
+            env.log.warning("checkpoint %s is unreadable (%s); training starts clean", path, type(err).__name__)
             return None
         aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
-        ctx.log.warning("checkpoint %s is unreadable (%s: %s); set aside as %s, training starts clean",
+        env.log.warning("checkpoint %s is unreadable (%s: %s); set aside as %s, training starts clean",
                         path, type(err).__name__, str(err)[:200], aside)
         return None
 

@@ -3,8 +3,8 @@
 
 `hpo` takes every parameter of kind `train` as the base recipe; `search_space` names the ones a
 trial sets (a train parameter such as `lr`, or a model argument as `model.kwargs.width`). Each
-trial is the shared training loop in its own folder, trials/<number>/, reporting its val metric
-after every epoch so the pruner can stop it. The library is jobs/search/hpo.py.
+trial is the train recipe (jobs/training/recipe.py) in its own folder, trials/<number>/, reporting
+its val metric after every epoch so the pruner can stop it. The library is jobs/search/hpo.py.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pipeline.contract import ConfigError, StageContext, register
 from safeio import atomic_write_json, atomic_write_text
 from safeio.markdown import markdown_table
 
-from jobs.stages.train import TrainModelSpec, TrainStageParams
+from jobs.training.params import TrainModelSpec, TrainStageParams
 
 # TrainStageParams fields a trial may not set: they pick files and stages, not a recipe.
 _NOT_SEARCHABLE = {"model", "data_stage", "init_from", "weights_stage", "sample_grid", "surgery"}
@@ -44,7 +44,8 @@ class HpoParams(TrainStageParams):
         "help": "trials to run first, as {name: value} over the search space (e.g. a known recipe)"})
 
     def __post_init__(self):
-        super().__post_init__()
+        if problem := self.problem():
+            raise ConfigError(*problem)
         if not self.search_space:
             raise ConfigError("search_space", "empty; name at least one parameter, e.g. "
                               "lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}")
@@ -79,6 +80,15 @@ def with_values(base: TrainStageParams, values: dict[str, Any]) -> TrainStagePar
     recipe = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainStageParams)}
     model = dataclasses.replace(base.model, kwargs={**base.model.kwargs, **kwargs})
     return TrainStageParams(**{**recipe, **plain, "model": model})
+
+
+def train_env(ctx: StageContext):
+    """The recipe's TrainEnv from a context (a trial's: its own folder and fingerprint). Each stage
+    module adapts its own context; kind train's does the same in jobs/stages/train.py."""
+    from jobs.training.recipe import TrainEnv
+    return TrainEnv(ctx.out_dir, ctx.checkpoint_path, ctx.log, ctx.seed, ctx.device, ctx.fingerprint, ctx.rank,
+                    ctx.world_size, experiment=ctx.experiment, stage=ctx.stage, report_path=ctx.report_path,
+                    cache_dir=ctx.cache_dir, need=ctx.need, load_upstream=ctx.load_upstream, record=ctx.record)
 
 
 def settings_of(p: HpoParams, ctx: StageContext):
@@ -134,7 +144,7 @@ def run_trial(trial, p: HpoParams, ctx: StageContext) -> float:
     import optuna
 
     from jobs.search.hpo import suggest
-    from jobs.stages.train import fit_model
+    from jobs.training.recipe import run_recipe
     values = suggest(trial, p.search_space)
     recipe = with_values(p, values)
     folder = ctx.out_dir / "trials" / f"{trial.number:04d}"
@@ -152,7 +162,7 @@ def run_trial(trial, p: HpoParams, ctx: StageContext) -> float:
         trial.report(entry[p.metric], epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch}: {p.metric} {entry[p.metric]:.4f}")
-    metrics = fit_model(recipe, trial_ctx, on_epoch=report)
+    metrics = run_recipe(recipe, train_env(trial_ctx), on_epoch=report)
     trial.set_user_attr("trainable_params", metrics["trainable_params"])
     if p.metric == "val_acc":
         return metrics["val_acc"]
@@ -187,7 +197,7 @@ def run_retrain(p: RetrainParams, ctx: StageContext) -> dict:
 
     import yaml
 
-    from jobs.stages.train import fit_model
+    from jobs.training.recipe import run_recipe
     raw = ctx.load_upstream(p.search_stage, "best_config.json", lambda path: json.loads(path.read_text()))
     best = ctx.load_upstream(p.search_stage, "best.json", lambda path: json.loads(path.read_text()))
     recipe = TrainStageParams(**{**raw, "model": TrainModelSpec(**raw["model"])})
@@ -199,6 +209,6 @@ def run_retrain(p: RetrainParams, ctx: StageContext) -> dict:
          "train_on": "train+val", "recipe": dataclasses.asdict(recipe)}, sort_keys=False))
     ctx.log.info("retrain with the best parameters of %s (trial %d): %s, on train + val", p.search_stage,
                  best["best_trial"], best["best_params"])
-    metrics = fit_model(recipe, ctx, train_on_val=True)
+    metrics = run_recipe(recipe, train_env(ctx), train_on_val=True)
     metrics.update(search_best=best["best_value"], best_params=best["best_params"])
     return metrics
