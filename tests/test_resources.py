@@ -127,7 +127,7 @@ def test_good_extra_options_reach_the_job_script(tmp_path):
         """)
     from pipeline.executors.slurm.executor import SlurmExecutor
     exp = config.load(path, [f"paths.logs={tmp_path / 'logs'}"], root=tmp_path)
-    script = SlurmExecutor(dry_run=True).script(exp, "a", [])
+    script = SlurmExecutor(dry_run=True).script(exp, "a")
     for line in ("#SBATCH --exclusive\n", "#SBATCH --mail-type=END\n", "#SBATCH --comment='two words'\n",
                  "#SBATCH --nodes=1\n", "#SBATCH --time=30\n"):
         assert line in script
