@@ -34,9 +34,6 @@ KEPT_ON_CLEAN = frozenset({JOB_RECORD, ATTEMPTS})
 class StagePaths:
     folder: Path
 
-    def __truediv__(self, name: str) -> Path:
-        return self.folder / name
-
     success = property(lambda self: self.folder / SUCCESS)
     corrupt = property(lambda self: self.folder / CORRUPT)
     job_record = property(lambda self: self.folder / JOB_RECORD)
