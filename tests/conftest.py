@@ -69,11 +69,11 @@ def slurm():
 
 def wait_for_jobs(job_ids: list[str], timeout: float = 300, allow_stuck: bool = False) -> None:
     """Until none of the jobs is in squeue (or, with allow_stuck, all wait behind a failed one)."""
-    from pipeline.executors.slurm.executor import query_squeue
     from pipeline.cli.status import stuck_or_done
+    from pipeline.executors.slurm.executor import SlurmExecutor
     deadline = time.time() + timeout
     while time.time() < deadline:
-        live = query_squeue(job_ids)
+        live = SlurmExecutor().live(job_ids)
         if not live or (allow_stuck and stuck_or_done(live)):
             return
         time.sleep(1)
@@ -99,17 +99,54 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slurm)
 
 
-def wait_until(condition, timeout: float) -> None:
+def wait_until(condition, timeout: float, interval: float = 0.3) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
             return
-        time.sleep(0.3)
+        time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
 
 
 def squeue_state(job: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+
+
+def sacct_states(job_ids: list[str]) -> dict[str, str]:
+    """What sacct says now: job id (a job array's tasks as `<array>_<task>`) -> state of its last
+    attempt, without sacct's suffix (`CANCELLED by 0` -> `CANCELLED`). Empty if sacct fails."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,State"],
+                         capture_output=True, text=True).stdout
+    return {cells[0]: cells[1].split(" ")[0] for cells in (line.split("|") for line in out.splitlines())
+            if len(cells) == 2 and cells[0]}
+
+
+def wait_sacct_final(job_ids: list[str], timeout: float = 60) -> dict[str, str]:
+    """Until sacct has a final state for every job of `job_ids` (for a job array's id: for each of its
+    tasks); returns `sacct_states` of them. slurmdbd records what the controller did seconds later:
+    right after a job left squeue, or right after a scancel, sacct can still say PENDING or RUNNING
+    (seen: CANCELLED jobs still PENDING in sacct). Read sacct states in a test only through this."""
+    from pipeline.executors.slurm.sacct import ENDED_STATES
+    ids = [str(j) for j in job_ids]
+    states: dict[str, str] = {}
+
+    def mine(job: str) -> bool:
+        return any(job == i or job.startswith(f"{i}_") for i in ids)
+
+    def pending() -> dict[str, str]:
+        missing = {i: "not in sacct" for i in ids if not any(j == i or j.startswith(f"{i}_") for j in states)}
+        return {**missing, **{j: s for j, s in states.items() if s not in ENDED_STATES}}
+
+    def final() -> bool:
+        states.clear()
+        states.update({j: s for j, s in sacct_states(ids).items() if mine(j)})
+        return not pending()
+    try:
+        wait_until(final, timeout, interval=1)
+    except AssertionError:
+        raise AssertionError(f"sacct has no final state within {timeout}s for {pending()} "
+                             f"(jobs {', '.join(ids)}; slurmdbd behind the controller?)") from None
+    return dict(states)
 
 
 def wait_for_requeued_start(log: Path, job: str, timeout: float = 180,

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_for_requeued_start, wait_until
+from conftest import (cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_for_requeued_start,
+                      wait_sacct_final, wait_until)
 from jobs.models.registry import create_model
 from jobs.training.loop import fit
 from jobs.training.params import TrainParams
@@ -52,7 +53,23 @@ def _train(rank: int, world: int, out: str, port: int) -> None:
     ctx = SimpleNamespace(out_dir=folder, checkpoint_path=folder / "checkpoint.pt", seed=0, device="cpu",
                           fingerprint="f", log=__import__("logging").getLogger("ddp"), rank=rank, world_size=world)
     run = fit(model, data, prepare, TrainParams(**RECIPE), ctx)
+    # fit's teardown ended the process group: no gloo thread may run into the interpreter's exit
+    # (one that did aborted a rank at exit, SIGABRT; see jobs/training/distributed.py's setup).
+    assert not _gloo_threads(), f"rank {rank}: threads of the destroyed process group still run: {_gloo_threads()}"
     (folder / "history.json").write_text(json.dumps(run["history"]))
+
+
+def _gloo_threads() -> list[str]:
+    """Names of this process's threads that belong to a torch.distributed gloo group or its store
+    (torch names them pt_gloo_*, gloo_*, pt_tcpstore*); empty where /proc is missing."""
+    tasks = Path("/proc/self/task")
+    names = []
+    for task in tasks.iterdir() if tasks.is_dir() else []:
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:        # the thread ended meanwhile
+            continue
+    return sorted(n for n in names if n.startswith(("pt_gloo", "gloo", "pt_tcpstore")))
 
 
 def _free_port() -> int:
@@ -108,6 +125,7 @@ def ddp_runs(slurm, tmp_path_factory):
         proc = cli("submit", "train", "-c", "configs/quickstart.yaml", "--executor", "slurm", *sets(overrides))
         runs[name] = {"ws": ws, "ids": job_ids_from_table(proc.stdout), "twins": twins.strip()}
     wait_for_jobs([i for r in runs.values() for i in r["ids"].values()], timeout=300)
+    wait_sacct_final([i for r in runs.values() for i in r["ids"].values()])     # before sacct_steps reads them
     for run in runs.values():
         train = run["ws"]["results"] / "quickstart" / "train"
         run["metrics"] = json.loads((train / "metrics.json").read_text())
@@ -118,6 +136,7 @@ def ddp_runs(slurm, tmp_path_factory):
 
 
 def sacct_steps(job: str) -> list[list[str]]:
+    """The job's lines and its steps' (once wait_sacct_final has seen the job end)."""
     out = subprocess.run(["sacct", "-j", job, "-P", "-n", "-o", "JobID,NodeList,NTasks,State"], capture_output=True,
                          text=True, check=True).stdout
     return [line.split("|") for line in out.split()]
@@ -152,9 +171,7 @@ def test_a_failing_rank_fails_the_job_quickly_and_dependents_never_run(slurm, tm
     states = status_json(str(config), [])
     assert states["fail"]["state"] == "failed"
     assert states["after"]["state"] != "done"
-    sacct = subprocess.run(["sacct", "-j", ids["fail"], "-X", "-P", "-n", "-o", "State"], capture_output=True,
-                           text=True, check=True).stdout.split()
-    assert sacct and sacct[0] == "FAILED", sacct
+    assert wait_sacct_final([ids["fail"]]) == {ids["fail"]: "FAILED"}
     assert elapsed < 60, f"{elapsed:.0f} s: srun --kill-on-bad-exit should end the step at once"
     cli("reconcile", "-c", str(config))                      # the dependent job can never start: cancelled
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_until
+from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_sacct_final, wait_until
 from fixtures import write_cifar100_like
 
 pytestmark = pytest.mark.slurm
@@ -32,12 +32,6 @@ SHRINK = [
     "stages.search.heartbeat_s=1", "stages.search.stale_after_s=6",
     "stages.search.resources.array=2", "stages.search.resources.array_limit=2",
 ]
-
-
-def _sacct_tasks(array: str) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array, "-o", "JobID,State"], capture_output=True,
-                         text=True, check=True).stdout
-    return {line.split("|")[0]: line.split("|")[1].split()[0] for line in out.splitlines() if line}
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +52,12 @@ def search(slurm, tmp_path_factory):
     wait_until(lambda: (out / "_SUCCESS").exists(), 300)
     first = {"ids": ids, "array": array, "finished_after_cancel_s": time.time() - cancelled_at,
              "task1_log": task1_log.read_text(), "sacct": None}
-    wait_until(lambda: set(_sacct_tasks(array).values()) <= {"COMPLETED", "CANCELLED"}
-               and len(_sacct_tasks(array)) == 2, 60)
-    first["sacct"] = _sacct_tasks(array)
+    first["sacct"] = wait_sacct_final([array])
     first["status_stuck"] = status_json(CONFIG, overrides)
     first["reconcile"] = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
     second = job_ids_from_table(cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout)
     wait_for_jobs(list(second.values()), timeout=300)
+    wait_sacct_final([array, *second.values()])      # the jobs whose sacct lines `report` reads
     cli("report", "-c", CONFIG, *sets(overrides))
     return {"ws": ws, "out": out, "exp": ws / "results" / "cifar100_hpo", "overrides": overrides,
             "first": first, "second": second}

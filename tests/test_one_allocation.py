@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, sets, squeue_state, wait_for_jobs, wait_for_requeued_start, wait_until
+from conftest import (REPO, cli, sets, squeue_state, wait_for_jobs, wait_for_requeued_start, wait_sacct_final,
+                      wait_until)
 from pipeline.core import config
 from pipeline.executors.slurm import steps
 from pipeline.executors.slurm.sacct import parse_duration
-from pipeline.runner import run_targets
+from pipeline.runner import plan_run, run_targets
 
 STAGES = ["download", "preprocess", "train", "evaluate", "report"]
 
@@ -68,6 +69,7 @@ def _render(root: Path, config_path: str, overrides: list[str]) -> Path:
 
 
 def _sacct(job: str) -> dict[str, dict]:
+    """Every attempt and step of `job`; once wait_sacct_final has seen it end."""
     out = subprocess.run(["sacct", "-D", "--parsable2", "--noheader", "-j", job, "-o", "JobID,JobName,State,Elapsed"],
                          capture_output=True, text=True, check=True).stdout
     rows: dict[str, dict] = {}
@@ -101,6 +103,7 @@ def test_committed_quickstart_sbatch_runs_each_stage_as_its_own_step(slurm, tmp_
     text = log.read_text()
     assert "Epoch 1/15 | Train Loss:" in text and "[pipeline] train: job step quickstart.train of job" in text
 
+    assert wait_sacct_final([job]) == {job: "COMPLETED"}      # `report` reads sacct too
     sacct = _sacct(job)
     assert [sacct[f"{job}.{i}"][0]["name"] for i in range(5)] == [f"quickstart.{s}" for s in STAGES]
     assert all(sacct[f"{job}.{i}"][0]["state"] == "COMPLETED" for i in range(5))
@@ -155,6 +158,7 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     assert "slow interrupted (SystemExit)" in text and "resuming: attempt 2 of this result" in text
     assert "command 'python' exited with code 3" in text
     assert "last failed (step exit code 1); later stages not run" in text
+    assert wait_sacct_final([failing]) == {failing: "FAILED"}
     sacct = _sacct(failing)
     assert [a["state"].split()[0] for a in sacct[failing]] == ["REQUEUED", "FAILED"]
     names = [a["name"] for key, attempts in sacct.items() if key.partition(".")[2].isdigit() for a in attempts]
@@ -197,10 +201,10 @@ def test_driver_plan_and_step_commands(tmp_path):
     cfg.write_text(SMALL)
     exp = config.load(cfg, [f"paths.results={tmp_path / 'results'}"])
     # what `run_targets` would run; a stage after one that reruns here starts clean (--force)
-    assert steps.plan(exp, ["all"]) == [("first", False), ("slow", True), ("last", True)]
-    assert steps.plan(exp, ["slow"], force=True) == [("first", False), ("slow", True)]
+    assert plan_run(exp, ["all"]) == [("first", False), ("slow", True), ("last", True)]
+    assert plan_run(exp, ["slow"], force=True) == [("first", False), ("slow", True)]
     assert run_targets(exp, ["first"]) == 0
-    assert steps.plan(exp, ["all"]) == [("slow", False), ("last", True)]
+    assert plan_run(exp, ["all"]) == [("slow", False), ("last", True)]
     cmd = steps.step_command(exp, "slow", "c.yaml", ["a=1"], fresh=True, env={"SLURM_CPUS_PER_TASK": "1"})
     assert cmd[:6] == ["srun", "--ntasks=1", "--nodes=1", "--cpus-per-task=1", "--job-name=alloc.slow",
                        "--kill-on-bad-exit=1"]

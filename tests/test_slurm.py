@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, job_ids_from_table, sets, status_json, wait_for_jobs
+from conftest import REPO, cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_sacct_final
 
 pytestmark = pytest.mark.slurm
 CONFIG = "configs/quickstart.yaml"
@@ -18,6 +18,7 @@ STAGES = ["download", "preprocess", "train", "evaluate", "report"]
 
 
 def sacct_rows(job_ids) -> dict[str, dict]:
+    """Start, end and name of each job; its state through conftest.wait_sacct_final first."""
     out = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "-j", ",".join(job_ids),
                           "-o", "JobID,State,Start,End,JobName"], capture_output=True, text=True, check=True).stdout
     return {r[0]: {"state": r[1], "start": r[2], "end": r[3], "name": r[4]}
@@ -34,7 +35,9 @@ def slurm_run(slurm, tmp_path_factory):
     show = subprocess.run(["scontrol", "show", "job", ids["report"]], capture_output=True, text=True).stdout
     again = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout
     wait_for_jobs(list(ids.values()), timeout=400)
-    return {"root": root, "overrides": overrides, "ids": ids, "stdout": proc.stdout, "scontrol": show, "again": again}
+    states = wait_sacct_final(list(ids.values()))     # what `report` reads too
+    return {"root": root, "overrides": overrides, "ids": ids, "stdout": proc.stdout, "scontrol": show, "again": again,
+            "states": states}
 
 
 def test_submit_returns_at_once_with_afterok_chain(slurm_run):
@@ -47,8 +50,8 @@ def test_submit_returns_at_once_with_afterok_chain(slurm_run):
         assert f"#SBATCH --dependency=afterok:{ids[upstream]}" in script
     assert "#SBATCH --dependency" not in Path(slurm_run["root"], "logs", "quickstart", "download",
                                               f"{ids['download']}_submission.sh").read_text()
+    assert [slurm_run["states"][ids[s]] for s in STAGES] == ["COMPLETED"] * 5
     rows = sacct_rows(list(ids.values()))
-    assert all(rows[ids[s]]["state"] == "COMPLETED" for s in STAGES)
     for stage, upstream in [("preprocess", "download"), ("train", "preprocess"), ("evaluate", "train")]:
         assert rows[ids[stage]]["start"] >= rows[ids[upstream]]["end"]
 
@@ -139,9 +142,7 @@ def test_failed_stage_leaves_dependents_never_run_and_reconcile_cancels(slurm, t
     assert f"cancelled after (job {ids['after']}): upstream stage 'boom' failed (job {ids['boom']}, log: " \
            f"{states['boom']['log']})" in out
     assert f"cancelled last (job {ids['last']})" in out
-    wait_for_jobs([ids["after"], ids["last"]], timeout=30)
-    rows = sacct_rows([ids["after"], ids["last"]])
-    assert {r["state"].split()[0] for r in rows.values()} == {"CANCELLED"}
+    assert wait_sacct_final([ids["after"], ids["last"]]) == {ids["after"]: "CANCELLED", ids["last"]: "CANCELLED"}
     assert "nothing to reconcile" in cli("reconcile", "-c", str(config), *overrides).stdout
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs
-from test_slurm import FAILING, sacct_rows
+from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_sacct_final
+from test_slurm import FAILING
 
 pytestmark = pytest.mark.slurm
 QUICKSTART = "configs/quickstart.yaml"
@@ -35,8 +35,8 @@ def test_resubmit_cancels_superseded_jobs_and_wait_leaves_nothing_stuck(slurm, t
     every_id = [*first.values(), *second.values()]
     live = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
     assert not set(live) & set(every_id)
-    rows = sacct_rows([first["after"], first["last"], second["after"], second["last"]])
-    assert {r["state"].split()[0] for r in rows.values()} == {"CANCELLED"}
+    cancelled = [first["after"], first["last"], second["after"], second["last"]]
+    assert wait_sacct_final(cancelled) == {job: "CANCELLED" for job in cancelled}
     assert "nothing to reconcile" in cli("reconcile", "-c", str(config), *overrides).stdout
 
 
@@ -67,7 +67,7 @@ def test_cancelled_stage_is_not_done_and_its_resume_costs_both_attempts(slurm, t
     assert acct["status"] == "interrupted" and "StageStopped" in acct["error"]
     state = status_json(QUICKSTART, overrides)["train"]
     assert state["state"] == "failed" and state["job_id"] == job
-    assert sacct_rows([job])[job]["state"].startswith("CANCELLED")
+    assert wait_sacct_final([job]) == {job: "CANCELLED"}
     # The next submit resumes the interrupted run; accounting covers both jobs.
     proc = cli("submit", "train", "-c", QUICKSTART, "--executor", "slurm", "--wait", *sets(overrides))
     again = job_ids_from_table(proc.stdout)["train"]

@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 
 import pytest
 
-from conftest import cli, sets, wait_for_jobs
+from conftest import cli, sets, wait_for_jobs, wait_sacct_final
 
 pytestmark = pytest.mark.slurm
 CONFIG = "configs/quickstart.yaml"
-
-
-def _sacct(job: str) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"], capture_output=True, text=True,
-                         check=True).stdout
-    return {line.split("|")[0]: line.split("|")[1].split()[0] for line in out.splitlines() if line}
 
 
 def _table(stdout: str) -> list[dict]:
@@ -52,6 +45,7 @@ def sweep(slurm, tmp_path_factory):
     stuck_status = _status(overrides)
     reconciled = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
     wait_for_jobs(_jobs(bad_rows, "report"), timeout=120)     # afterany: it runs once the stuck one is gone
+    wait_sacct_final([r["job_id"] for r in rows + bad_rows if r["job_id"] != "-"])    # what `report` reads
     cli("report", "-c", CONFIG, *sets(overrides))
     return {"ws": ws, "exp": ws / "results" / "quickstart", "rows": rows, "again": again.stdout,
             "bad_rows": bad_rows, "reconciled": reconciled, "overrides": overrides, "stuck_status": stuck_status}
@@ -67,7 +61,7 @@ def test_shared_stages_run_once_and_each_varied_stage_is_one_array(sweep):
     train = _jobs(rows, "train")
     array = train[0].split("_")[0]
     assert train == [f"{array}_0", f"{array}_1", f"{array}_2"]
-    assert _sacct(array) == {f"{array}_{i}": "COMPLETED" for i in range(3)}
+    assert wait_sacct_final([array]) == {f"{array}_{i}": "COMPLETED" for i in range(3)}
     evaluate = _jobs(rows, "evaluate")[0].split("_")[0]
     script = (sweep["ws"] / "logs" / "quickstart" / "evaluate" / f"{evaluate}_submission.sh").read_text()
     assert f"aftercorr:{array}" in script and "--array=0-2%3" in script

@@ -66,6 +66,14 @@ def setup(ctx, timeout_s: float) -> Dist:
     if world == 1:
         return Dist()
     import torch.distributed as dist
+    # Imported before the group exists, not after: torch.distributed.nn.functional binds
+    # `group.WORLD` as the default argument of its collectives when first imported, and DDP imports
+    # it (through torch._dynamo) on construction. Imported after init_process_group, it holds the
+    # group until the interpreter exits: destroy_process_group then frees nothing, gloo's worker
+    # threads (and rank 0's store server) outlive teardown, and a worker thread still finishing its
+    # last collective while the interpreter shuts down aborts the process ("terminate called
+    # without an active exception", SIGABRT; seen under CPU load in tests/test_distributed.py).
+    import torch.distributed.nn  # noqa: F401
     local = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if ctx.device == "cuda" else "gloo"
     if backend == "nccl":
@@ -80,6 +88,8 @@ def setup(ctx, timeout_s: float) -> Dist:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group (call it in a `finally`, on every exit path: fit does). With nothing
+    else holding the group (see `setup`), this joins gloo's threads while Python still runs."""
     if d.active:
         import torch.distributed as dist
         if dist.is_initialized():
