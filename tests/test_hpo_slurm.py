@@ -16,6 +16,7 @@ import yaml
 
 from conftest import cli, job_ids_from_table, sets, status_json, wait_for_jobs, wait_sacct_final, wait_until
 from fixtures import write_cifar100_like
+from pipeline.executors.slurm.executor import SlurmExecutor
 
 pytestmark = pytest.mark.slurm
 CONFIG = "configs/cifar100_hpo.yaml"
@@ -53,6 +54,9 @@ def search(slurm, tmp_path_factory):
     first = {"ids": ids, "array": array, "finished_after_cancel_s": time.time() - cancelled_at,
              "task1_log": task1_log.read_text(), "sacct": None}
     first["sacct"] = wait_sacct_final([array])
+    # The controller marks retrain's afterok as never satisfiable on its next scheduling pass, not
+    # at once when the task is cancelled: status reads that mark, so wait for it.
+    wait_until(lambda: getattr(SlurmExecutor().live([ids["retrain"]]).get(ids["retrain"]), "never_starts", False), 60)
     first["status_stuck"] = status_json(CONFIG, overrides)
     first["reconcile"] = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
     second = job_ids_from_table(cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout)
