@@ -60,9 +60,10 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def setup(ctx, timeout_s: float) -> Dist:
-    """Join the process group of a several-process stage (a no-op for one process)."""
-    world, rank = getattr(ctx, "world_size", 1), getattr(ctx, "rank", 0)
+def setup(env, timeout_s: float) -> Dist:
+    """Join the process group of a several-process stage (a no-op for one process); `env` is the
+    loop's FitEnv (world_size, rank, device, log)."""
+    world, rank = env.world_size, env.rank
     if world == 1:
         return Dist()
     import torch.distributed as dist
@@ -75,13 +76,13 @@ def setup(ctx, timeout_s: float) -> Dist:
     # without an active exception", SIGABRT; seen under CPU load in tests/test_distributed.py).
     import torch.distributed.nn  # noqa: F401
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if ctx.device == "cuda" else "gloo"
+    backend = "nccl" if env.device == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
                                 timeout=timedelta(seconds=timeout_s))
-    ctx.log.info("torch.distributed: rank %d of %d (local %d), backend %s, rendezvous %s:%s, timeout %g s",
+    env.log.info("torch.distributed: rank %d of %d (local %d), backend %s, rendezvous %s:%s, timeout %g s",
                  rank, world, local, backend, os.environ.get("MASTER_ADDR"),
                  os.environ.get("MASTER_PORT"), timeout_s)
     return Dist(rank, world, local)
