@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, cli, sets, status_json, terminate_at
+import quickstart_runs
+from conftest import cli, sets, status_json
 from pipeline.accounting.record import COLUMNS
 
 CONFIG = "configs/quickstart.yaml"
@@ -18,12 +17,10 @@ STAGES = ["download", "preprocess", "train", "evaluate", "report"]
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    """One full local run shared by the read-only assertions below."""
-    root = tmp_path_factory.mktemp("quickstart")
-    overrides = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
-    proc = cli("submit", "all", "-c", CONFIG, "--executor", "local", *sets(overrides))
-    return {"root": root, "overrides": overrides, "stdout": proc.stdout,
-            "results": root / "results" / "quickstart"}
+    """One full local run shared by the assertions below: this module's own copy of the session's
+    finished quickstart run (tests/quickstart_runs.py; its data folder is that run's)."""
+    run = quickstart_runs.private_copy(tmp_path_factory, "quickstart")
+    return {**run, "results": run["root"] / "results" / "quickstart"}
 
 
 def test_every_stage_done_and_accurate(done_run):
@@ -40,7 +37,7 @@ def test_every_stage_done_and_accurate(done_run):
 
 
 def test_data_manifest_and_stratified_split(done_run):
-    data = done_run["root"] / "data" / "digits"
+    data = done_run["data"] / "digits"
     manifest = json.loads((data / "MANIFEST.json").read_text())
     assert set(manifest["files"]) == {"images.npy", "labels.npy"}
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
@@ -110,7 +107,7 @@ def test_second_submit_runs_nothing_and_changes_rerun_downstream_only(done_run):
 
 
 def test_missing_or_corrupt_data_gives_actionable_error(done_run):
-    labels = done_run["root"] / "data" / "digits" / "labels.npy"
+    labels = done_run["data"] / "digits" / "labels.npy"
     good = labels.read_bytes()
     args = ["run", "preprocess", "-c", CONFIG, "--force", *sets(done_run["overrides"])]
     try:
@@ -127,18 +124,12 @@ def test_missing_or_corrupt_data_gives_actionable_error(done_run):
     assert cli(*args).returncode == 0
 
 
-def test_killed_training_resumes_from_its_checkpoint(done_run, tmp_path):
-    """SIGTERM after epoch k: no _SUCCESS; the rerun continues at k+1 and ends with all epochs."""
-    overrides = [o for o in done_run["overrides"] if not o.startswith("paths.results")]
-    import shutil
-    results = tmp_path / "results"
-    shutil.copytree(done_run["root"] / "results", results)
-    overrides += [f"paths.results={results}", "stages.train.epochs=40", "stages.train.patience=0"]
-    cmd = [sys.executable, "-m", "pipeline", "run", "train", "-c", CONFIG, *sets(overrides)]
-    returncode, _ = terminate_at(cmd, "Epoch 3/40")
-    train = results / "quickstart" / "train"
-    assert returncode != 0 and not (train / "_SUCCESS").exists()
-    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_killed_training_resumes_from_its_checkpoint(tmp_path_factory):
+    """SIGTERM after epoch k: no _SUCCESS; the rerun continues at k+1 and ends with all epochs.
+    (The run, on a copy of the finished quickstart, is shared with tests/test_reliability.py.)"""
+    resumed = quickstart_runs.interrupted_and_resumed(tmp_path_factory)
+    train, first, rerun = resumed["train"], resumed["first"], resumed["rerun"]
+    assert first["returncode"] != 0 and not first["success"]
     assert rerun.returncode == 0, rerun.stdout
     resumed_after = int(rerun.stdout.split("after epoch ")[1].split()[0])
     assert 3 <= resumed_after < 40

@@ -7,23 +7,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli, sets, status_json, terminate_at
+import quickstart_runs
+from conftest import REPO, cli, sets, status_json
 
 CONFIG = "configs/quickstart.yaml"
 
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
-    """One finished quickstart run; each test works on its own copy of the results."""
-    root = tmp_path_factory.mktemp("reliability")
-    overrides = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
-    cli("submit", "all", "-c", CONFIG, "--executor", "local", *sets(overrides))
-    return {"root": root, "overrides": overrides}
+    """One finished quickstart run (this module's copy of the session's one, tests/quickstart_runs.py);
+    each test works on its own copy of the results."""
+    return quickstart_runs.private_copy(tmp_path_factory, "reliability")
 
 
 @pytest.fixture
@@ -82,17 +80,15 @@ def test_force_retrains_from_scratch(run_copy):
     assert acct["attempts"] == 1 and acct["epochs"] == len(after)
 
 
-def test_resume_only_after_an_interruption_and_cost_sums_attempts(run_copy):
-    """SIGTERM at epoch 3 of 40: the rerun resumes, and accounting covers both attempts."""
-    overrides = run_copy["overrides"] + ["stages.train.epochs=40", "stages.train.patience=0"]
-    cmd = [sys.executable, "-m", "pipeline", "run", "train", "-c", CONFIG, *sets(overrides)]
-    returncode, rest = terminate_at(cmd, "Epoch 3/40")
-    train = run_copy["results"] / "train"
-    assert returncode == 1 and not (train / "_SUCCESS").exists()
-    assert "interrupted (StageStopped)" in rest
-    first = json.loads((train / "accounting.json").read_text())
+def test_resume_only_after_an_interruption_and_cost_sums_attempts(tmp_path_factory):
+    """SIGTERM at epoch 3 of 40: the rerun resumes, and accounting covers both attempts.
+    (The run, on a copy of the finished quickstart, is shared with tests/test_quickstart_local.py.)"""
+    resumed = quickstart_runs.interrupted_and_resumed(tmp_path_factory)
+    train, rerun = resumed["train"], resumed["rerun"]
+    assert resumed["first"]["returncode"] == 1 and not resumed["first"]["success"]
+    assert "interrupted (StageStopped)" in resumed["first"]["rest"]
+    first = resumed["first"]["accounting"]
     assert first["status"] == "interrupted" and first["attempts"] == 1 and first["wall_s"] > 0
-    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout
     assert "resuming: attempt 2" in rerun.stdout and "Epoch 1/40" not in rerun.stdout
     acct = json.loads((train / "accounting.json").read_text())
