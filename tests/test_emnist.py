@@ -29,12 +29,14 @@ def small_overrides(root, weights) -> list[str]:
             "resources.mem=3G"]
     for stage in ("download", "preprocess", "evaluate", "report"):   # these set their own sizes
         out += [f"stages.{stage}.resources.cpus_per_task=1", f"stages.{stage}.resources.mem=2G"]
-    for stage, epochs in (("linear_probe", 10), ("unfreeze", 3), ("full", 2)):
+    for stage, epochs in (("linear_probe", 10), ("unfreeze", 3), ("full", 1)):
         out += [f"stages.{stage}.resolution=32", f"stages.{stage}.epochs={epochs}", f"stages.{stage}.amp=false",
                 f"stages.{stage}.batch_size=64", f"stages.{stage}.log_every=5"]
-    # 22 steps are too few for BatchNorm running statistics to follow weights moved at the
+    # The probe runs all its 10 epochs (no early stop): one full-forward run of the same 10 epochs
+    # then serves as the reference of both the cached-features probe and the preempted probe.
+    # 11 steps are too few for BatchNorm running statistics to follow weights moved at the
     # config's lr (0.02, sized for 700k images an epoch): at fixture scale, fine-tune gently.
-    return out + ["stages.full.lr=0.002"]
+    return out + ["stages.linear_probe.patience=0", "stages.full.lr=0.002"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,26 @@ def emnist_run(slurm, emnist_root):
     wait_for_jobs(list(ids.values()), timeout=500)
     cli("report", "-c", CONFIG, *sets(emnist_root["overrides"]))
     return {**emnist_root, "ids": ids, "results": emnist_root["root"] / "results" / "emnist"}
+
+
+def copy_upstream(emnist_run, results) -> None:
+    """The DAG's download and preprocess results under another results folder, where they are
+    done (same parameters, data folder and code): only the stages after them run there."""
+    for stage in ("download", "preprocess"):
+        shutil.copytree(emnist_run["results"] / stage, results / "emnist" / stage)
+
+
+@pytest.fixture(scope="module")
+def full_forward_probe(emnist_run, tmp_path_factory):
+    """linear_probe as the DAG ran it (10 epochs, seed 0) but with a full forward every epoch
+    instead of cached features, in one unbroken local run: the reference that the cached probe
+    must match (the same head) and that the preempted, resumed probe must match (the same epochs)."""
+    results = tmp_path_factory.mktemp("full_forward") / "results"
+    copy_upstream(emnist_run, results)
+    overrides = [o for o in emnist_run["overrides"] if not o.startswith("paths.results")]
+    overrides += [f"paths.results={results}", "stages.linear_probe.cache_features=false"]
+    cli("run", "linear_probe", "-c", CONFIG, *sets(overrides))
+    return results / "emnist" / "linear_probe"
 
 
 def test_orientation_fix_is_a_transpose():
@@ -147,19 +169,14 @@ def test_accuracy_and_evaluate_outputs(emnist_run):
     assert "Most accurate: `" in report and "emnist/full/curves.png" in report
 
 
-def test_cached_probe_matches_full_forward_probe(emnist_run, tmp_path):
+def test_cached_probe_matches_full_forward_probe(emnist_run, full_forward_probe):
     """Same data, same seed: features once vs a full forward every epoch give the same head."""
-    results = tmp_path / "results"
-    shutil.copytree(emnist_run["root"] / "results", results)
-    overrides = [o for o in emnist_run["overrides"] if not o.startswith("paths.results")]
-    overrides += [f"paths.results={results}", "stages.linear_probe.cache_features=false"]
-    cli("run", "linear_probe", "-c", CONFIG, *sets(overrides))
     cached = json.loads((emnist_run["results"] / "linear_probe" / "metrics.json").read_text())
-    full = json.loads((results / "emnist" / "linear_probe" / "metrics.json").read_text())
+    full = json.loads((full_forward_probe / "metrics.json").read_text())
     assert full["probe_mode"] == "full_forward"
     assert abs(cached["val_acc"] - full["val_acc"]) <= 0.005 + 1e-9
     h_cached = json.loads((emnist_run["results"] / "linear_probe" / "history.json").read_text())
-    h_full = json.loads((results / "emnist" / "linear_probe" / "history.json").read_text())
+    h_full = json.loads((full_forward_probe / "history.json").read_text())
     assert [round(h["train_loss"], 3) for h in h_cached] == [round(h["train_loss"], 3) for h in h_full]
 
 
@@ -185,14 +202,17 @@ def test_missing_data_and_bad_weights_name_the_download_stage(emnist_root, tmp_p
     assert "data file corrupted (sha256 differs" in proc.stderr and "resnet18" in proc.stderr
 
 
-def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emnist_root, tmp_path):
+def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emnist_run, full_forward_probe,
+                                                                    tmp_path):
     """SLURM signals USR2 before a time limit or on preemption (signal_delay_s): submitit
     requeues the job and the stage resumes after its last finished epoch, not from 0."""
-    overrides = [o for o in emnist_root["overrides"] if not o.startswith(("paths.results", "paths.logs"))]
+    overrides = [o for o in emnist_run["overrides"] if not o.startswith(("paths.results", "paths.logs"))]
     overrides += [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}",
                   "stages.linear_probe.cache_features=false", "stages.linear_probe.epochs=10",
                   "stages.linear_probe.patience=0"]
+    copy_upstream(emnist_run, tmp_path / "results")       # download and preprocess are done: one job
     ids = job_ids_from_table(cli("submit", "linear_probe", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout)
+    assert list(ids) == ["linear_probe"]
     job = ids["linear_probe"]
     log = tmp_path / "logs" / "emnist" / "linear_probe" / f"{job}_0_log.out"
     wait_until(lambda: log.exists() and "Epoch 3/10" in log.read_text(), 240)
@@ -208,12 +228,9 @@ def test_preempted_training_requeues_and_resumes_from_its_checkpoint(slurm, emni
     history = json.loads((tmp_path / "results" / "emnist" / "linear_probe" / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 11))
     assert status_json(CONFIG, overrides)["linear_probe"]["state"] == "done"
-    # The resumed run computes what an unbroken run computes, epoch by epoch.
-    unbroken = [o for o in overrides if not o.startswith("paths.results")] + [f"paths.results={tmp_path / 'unbroken'}"]
-    shutil.copytree(tmp_path / "results" / "emnist" / "preprocess", tmp_path / "unbroken" / "emnist" / "preprocess")
-    shutil.copytree(tmp_path / "results" / "emnist" / "download", tmp_path / "unbroken" / "emnist" / "download")
-    cli("run", "linear_probe", "-c", CONFIG, *sets(unbroken))
-    reference = json.loads((tmp_path / "unbroken" / "emnist" / "linear_probe" / "history.json").read_text())
+    # The resumed run computes what an unbroken run of the same stage computes, epoch by epoch.
+    reference = json.loads((full_forward_probe / "history.json").read_text())
+    assert [h["epoch"] for h in reference] == list(range(1, 11))
     for key in ("train_loss", "val_loss", "val_acc"):
         assert [round(h[key], 4) for h in history] == [round(h[key], 4) for h in reference]
 
