@@ -34,7 +34,10 @@ def shrink_swap() -> list[str]:
 
 
 def shrink_levels() -> list[str]:
-    out = ["stages.download.models=[]", "resources.gpus=0"]
+    # download and prepare ask for 2 CPUs in the config: at 1 (like every other job here) they
+    # leave the second CPU to the other DAGs' jobs instead of waiting for the whole node
+    out = ["stages.download.models=[]", "resources.gpus=0", "stages.download.resources.cpus_per_task=1",
+           "stages.prepare.resources.cpus_per_task=1"]
     for stage in LEVEL_MODELS:
         out += [f"stages.{stage}.model.pretrained=none", f"stages.{stage}.resolution=16", f"stages.{stage}.epochs=1",
                 f"stages.{stage}.warmup_epochs=0"]
@@ -56,7 +59,9 @@ def shrink_practical() -> list[str]:
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar")
-    plans = {SWAP: shrink_swap(), LEVELS: shrink_levels(), PRACTICAL: shrink_practical()}
+    # The levels DAG first: its chain (level1 -> level2 -> level3 -> level4 -> evaluate) is the
+    # longest, and jobs submitted earlier start first: the other DAGs fill the second CPU beside it.
+    plans = {LEVELS: shrink_levels(), SWAP: shrink_swap(), PRACTICAL: shrink_practical()}
     out = {}
     for name, shrink in plans.items():
         ws = root / name
