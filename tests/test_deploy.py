@@ -26,12 +26,13 @@ def overrides_for(root) -> list[str]:
             "stages.head.model.name=vit_small_patch14_dinov2", "stages.head.model.pretrained=none",
             "stages.head.model.kwargs={depth: 4, img_size: 56, global_pool: avg}", "stages.head.resolution=56",
             "stages.head.resources.gpus=0", "stages.tensorrt.resources.gpus=0", "stages.head.epochs=30",
-            "stages.head.batch_size=16", "stages.quantize.threads=2", "stages.benchmark.threads=2",
+            "stages.head.batch_size=16", "stages.quantize.threads=1", "stages.benchmark.threads=2",
             "stages.quantize.batch_size=2", "stages.benchmark.batch_size=2",  # torchao's int8 is slow on CPU
             "stages.quantize.val_limit=0", "stages.benchmark.val_limit=0"]
     for stage in ("download", "report"):
         out += [f"stages.{stage}.resources.cpus_per_task=1", f"stages.{stage}.resources.mem=2G"]
-    return out
+    # quantize and export_onnx both need only head: one CPU each, they run side by side on the 2-CPU node
+    return out + ["stages.quantize.resources.cpus_per_task=1", "stages.export_onnx.resources.cpus_per_task=1"]
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_scratch_experiment_on_slurm(slurm, workspace):
     write_cifar_like(workspace["data"] / "cifar10")
     overrides = workspace["overrides"] + [
         "stages.scratch_cnn.epochs=5",
-        "stages.numpy_mlp.max_steps=300", "stages.numpy_mlp.eval_freq=100", "stages.numpy_mlp.batch_size=100",
+        "stages.numpy_mlp.max_steps=100", "stages.numpy_mlp.eval_freq=50", "stages.numpy_mlp.batch_size=100",
         "resources.cpus_per_task=2", "resources.mem=2G", "stages.report.resources.mem=1G",
     ]
     proc = cli("submit", "all", "-c", "configs/scratch.yaml", "--executor", "slurm", *sets(overrides))
