@@ -65,8 +65,9 @@ class ThreadExecutor(Executor):
         for job_id in job_ids:
             job = self.jobs.get(job_id)
             if job and job["state"] in ("PENDING", "NEVER"):
+                open_deps = tuple(j for j in job["after"] if self.jobs[j]["state"] != "COMPLETED")
                 out[job_id] = LiveJob("pending", "Dependency", on_dependency=bool(job["after"]),
-                                      never_starts=job["state"] == "NEVER")
+                                      never_starts=job["state"] == "NEVER", waits_on=open_deps)
             elif job and job["state"] == "RUNNING":
                 out[job_id] = LiveJob("running", "RUNNING")
         return out

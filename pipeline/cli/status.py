@@ -73,10 +73,15 @@ def _state(exp, name, fp, rec, live: LiveJob | None, current: dict | None, acct:
 
 
 def stuck_or_done(live: dict[str, LiveJob]) -> bool:
-    """True when none of these live jobs can still run: all wait on dependencies and one of them
-    can never be satisfied (its dependents further down only say they wait on a dependency)."""
-    waiting = [j for j in live.values() if j.on_dependency]
-    return not live or (len(waiting) == len(live) and any(j.never_starts for j in waiting))
+    """True when none of these live jobs can still run: all wait on dependencies, one of them can
+    never be satisfied (its dependents further down only say they wait on a dependency), and each
+    of the others waits on a job that is still live. A job whose dependencies have all ended but
+    that is not marked yet either way is about to start or be marked (the scheduler decides on its
+    next pass): not stuck yet."""
+    if not live or not all(j.on_dependency for j in live.values()):
+        return not live
+    undecided = [j for j in live.values() if not j.never_starts and not any(d in live for d in j.waits_on)]
+    return any(j.never_starts for j in live.values()) and not undecided
 
 
 def reconcile(exp: Experiment) -> list[str]:

@@ -44,6 +44,7 @@ class LiveJob:
     reason: str                  # the scheduler's own words (why it waits, or its running state)
     on_dependency: bool = False  # pending until other jobs end
     never_starts: bool = False   # pending on a dependency that can never be satisfied
+    waits_on: tuple[str, ...] = ()   # the jobs (or arrays) of its dependencies not yet fulfilled
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,7 +113,14 @@ class SlurmExecutor(Executor):
         return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
 
     def live(self, job_ids: list[str]) -> dict[str, LiveJob]:
-        return {job: live_job(v) for job, v in query_squeue(job_ids).items()}
+        rows = query_squeue(job_ids)
+        tasks: dict[str, list[str]] = {}
+        for job in rows:
+            if "_" in job:
+                tasks.setdefault(array_id(job), []).append(job)
+        for row in rows.values():   # a dependency on an array: on its tasks that are live here
+            row["waits_on"] = [t for d in row.get("waits_on", []) for t in tasks.get(d, [d])]
+        return {job: live_job(v) for job, v in rows.items()}
 
     def accounting(self, requests: list[UsageRequest]) -> tuple[list[dict | None], str | None]:
         jobs, why = query_sacct(j for r in requests for j in (*r.job_ids, r.current))
@@ -144,7 +151,8 @@ def live_job(squeue: dict) -> LiveJob:
     return LiveJob(state="running" if squeue["state"] in RUNNING_STATES else "pending",
                    reason=squeue["reason"] if pending else squeue["state"],
                    on_dependency=pending and squeue["reason"].startswith("Dependency"),
-                   never_starts=pending and squeue["reason"] == NEVER_SATISFIED)
+                   never_starts=pending and squeue["reason"] == NEVER_SATISFIED,
+                   waits_on=tuple(squeue.get("waits_on") or ()))
 
 
 def _usage(jobs: dict[str, dict], request: UsageRequest) -> dict | None:
@@ -255,7 +263,8 @@ def query_squeue(job_ids: Iterable[str]) -> dict[str, dict]:
         return {}
     try:
         # -r: one line per array task (`123_4`), pending ones too, as stages record them
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r|%E"], capture_output=True, text=True,
+                             timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {j: v for j, v in parse_squeue(out.stdout).items() if j in ids}

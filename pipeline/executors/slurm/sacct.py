@@ -223,13 +223,22 @@ def _stage_parts(job: dict, step_name: str | None, step_id: str | None) -> list[
     return [attempt_usage(a) for a in job["attempts_detail"]]
 
 
+def parse_dependency(text: str) -> list[str]:
+    """squeue's %E (`afterok:608(unfulfilled),aftercorr:45_*(unfulfilled)`, `(null)`) -> the job ids
+    whose fulfilment is still open: `608`, `45` (an array task by task: its id)."""
+    ids = re.findall(r"after\w*:([0-9][0-9_\[\]*-]*)(?:\+\d+)?\((?:unfulfilled)\)", text or "")
+    return [j[:-2] if j.endswith("_*") else j for j in ids]
+
+
 def parse_squeue(text: str) -> dict[str, dict]:
-    """`squeue -h -o %i|%j|%T|%r` -> job id -> {name, state, reason}."""
+    """`squeue -h -o %i|%j|%T|%r|%E` -> job id -> {name, state, reason, waits_on}; waits_on: the jobs
+    of its dependencies not yet fulfilled (an array's id for `aftercorr:123_*`)."""
     jobs: dict[str, dict] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 4:
-            jobs[parts[0]] = {"name": parts[1], "state": parts[2], "reason": parts[3]}
+        if len(parts) in (4, 5):
+            jobs[parts[0]] = {"name": parts[1], "state": parts[2], "reason": parts[3],
+                              **({"waits_on": parse_dependency(parts[4])} if len(parts) == 5 else {})}
     # A job array's tasks (`123_0`, pending ones as `123_[1-3]`) also stand under the array's id,
     # which is what a stage records: a running task's state first, else a pending one's.
     arrays: dict[str, dict] = {}
