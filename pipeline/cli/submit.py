@@ -272,7 +272,7 @@ def _submit_group(group: list[dict], executor: Executor, job_of: dict, live: dic
     stage = group[0]["stage"]
     if dry_run:
         for i, r in enumerate(group):
-            job_of[r["folder"]] = executor.placeholder_task(f"<array of {stage}>", i)
+            job_of[r["folder"]] = executor.dry_run_task_id(f"<array of {stage}>", i)
         print(f"----- {stage}: one job array of {len(group)} tasks ({', '.join(r['exp'].variant for r in group)}), "
               f"dependency {executor.describe(after) or 'none'} -----\n"
               f"{executor.script(group[0]['exp'], stage, after, len(group), limit)}")

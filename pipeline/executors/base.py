@@ -125,7 +125,7 @@ class Executor(abc.ABC):
         """(array id, task index) when `job_id` names a task of a job array, else None."""
         return None
 
-    def placeholder_task(self, array: str, task: int) -> str:
+    def dry_run_task_id(self, array: str, task: int) -> str:
         """How a dry run names task `task` of an array not submitted yet (array_task reads it back)."""
         return f"{array}#{task}"
 

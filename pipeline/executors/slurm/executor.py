@@ -131,7 +131,7 @@ class SlurmExecutor(Executor):
         head, sep, task = str(job_id).rpartition("_")
         return (head, int(task)) if sep and task.isdigit() else None
 
-    def placeholder_task(self, array: str, task: int) -> str:
+    def dry_run_task_id(self, array: str, task: int) -> str:
         return f"{array}_{task}"
 
     def describe(self, after: After) -> str:
