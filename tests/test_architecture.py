@@ -11,7 +11,7 @@ import re
 import tokenize
 from pathlib import Path
 
-from conftest import REPO
+from tests.support.cli import REPO
 
 SLURM_COMMANDS = {"sacct", "squeue", "sinfo", "scancel", "scontrol", "srun", "sbatch"}
 SLURM_PACKAGE = REPO / "pipeline" / "executors" / "slurm"
@@ -335,3 +335,21 @@ def test_registering_the_kinds_does_not_import_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------- the tests' layout
+def test_unit_tests_mirror_the_code():
+    """tests/<package path>/test_<module>.py tests <package path>/<module>.py (test_init.py: the
+    package's __init__.py); end-to-end tests live in tests/experiments/, shared helpers in
+    tests/support/, and no test file sits anywhere else (tests/test_architecture.py aside)."""
+    tests = REPO / "tests"
+    misplaced = []
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        if rel.parts[0] in ("experiments",) or rel == Path("test_architecture.py"):
+            continue
+        module = rel.stem.removeprefix("test_")
+        code = REPO.joinpath(*rel.parts[:-1], "__init__.py" if module == "init" else f"{module}.py")
+        if rel.parts[0] not in ("pipeline", "jobs", "safeio") or not code.is_file():
+            misplaced.append(f"{rel} (no {code.relative_to(REPO)})")
+    assert not misplaced, f"test files that name no module they test: {misplaced}"

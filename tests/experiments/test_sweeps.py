@@ -1,0 +1,107 @@
+"""Sweeps on the real local SLURM cluster (pipeline/variants.py), over configs/quickstart.yaml
+(scikit-learn's digits, real learning), submitted as a user would with `--sweep`: the shared
+stages run once, each varied stage is one job array (evaluate waits on train with aftercorr),
+the report runs once after every variant; an identical second submit submits nothing; a variant
+that fails stops only its own later stage."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.support.cli import cli, sets
+from tests.support.cluster import wait_for_jobs, wait_sacct_final
+from tests.support.results import read_csv
+
+pytestmark = pytest.mark.slurm
+CONFIG = "configs/quickstart.yaml"
+
+
+def _table(stdout: str) -> list[dict]:
+    """submit's variant table: stage, variants, action, job id, folder."""
+    rows = [line.split() for line in stdout.splitlines() if line and not line.startswith(("stage ", "["))]
+    return [dict(zip(("stage", "variants", "action", "job_id", "folder"), r)) for r in rows if len(r) == 5]
+
+
+def _status(overrides: list[str]) -> dict[tuple[str, str], dict]:
+    proc = cli("status", "-c", CONFIG, "--json", *sets(overrides), check=False)
+    return {(r["variant"], r["stage"]): r for r in json.loads(proc.stdout)}
+
+
+@pytest.fixture(scope="module")
+def sweep(slurm, tmp_path_factory):
+    ws = tmp_path_factory.mktemp("sweep")
+    overrides = [f"paths.results={ws / 'results'}", f"paths.logs={ws / 'logs'}", "resources.cpus_per_task=1",
+                 "stages.train.epochs=2", "stages.train.patience=0"]
+    lrs = ["stages.train.lr=0.001,0.003,0.01"]
+    first = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides), "--sweep", *lrs)
+    rows = _table(first.stdout)
+    wait_for_jobs([r["job_id"] for r in rows if r["job_id"] != "-"], timeout=420)
+    again = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides), "--sweep", *lrs)
+    # a second sweep, one of whose widths cannot be built: that variant's train fails
+    widths = ["stages.train.model.kwargs.width=8,-1,16"]
+    bad = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides), "--sweep", *widths)
+    bad_rows = _table(bad.stdout)
+    wait_for_jobs([r["job_id"] for r in bad_rows if r["job_id"] != "-"], timeout=420, allow_stuck=True)
+    stuck_status = _status(overrides)
+    reconciled = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
+    wait_for_jobs(_jobs(bad_rows, "report"), timeout=120)     # afterany: it runs once the stuck one is gone
+    wait_sacct_final([r["job_id"] for r in rows + bad_rows if r["job_id"] != "-"])    # what `report` reads
+    cli("report", "-c", CONFIG, *sets(overrides))
+    return {"ws": ws, "exp": ws / "results" / "quickstart", "rows": rows, "again": again.stdout,
+            "bad_rows": bad_rows, "reconciled": reconciled, "overrides": overrides, "stuck_status": stuck_status}
+
+
+def _jobs(rows: list[dict], stage: str) -> list[str]:
+    return [r["job_id"] for r in rows if r["stage"] == stage]
+
+
+def test_shared_stages_run_once_and_each_varied_stage_is_one_array(sweep):
+    rows = sweep["rows"]
+    assert len(_jobs(rows, "preprocess")) == 1 and "_" not in _jobs(rows, "preprocess")[0]
+    train = _jobs(rows, "train")
+    array = train[0].split("_")[0]
+    assert train == [f"{array}_0", f"{array}_1", f"{array}_2"]
+    assert wait_sacct_final([array]) == {f"{array}_{i}": "COMPLETED" for i in range(3)}
+    evaluate = _jobs(rows, "evaluate")[0].split("_")[0]
+    script = (sweep["ws"] / "logs" / "quickstart" / "evaluate" / f"{evaluate}_submission.sh").read_text()
+    assert f"aftercorr:{array}" in script and "--array=0-2%3" in script
+    report = _jobs(rows, "report")
+    assert len(report) == 1 and "afterany:" in (sweep["ws"] / "logs" / "quickstart" / "report" /
+                                                 f"{report[0]}_submission.sh").read_text()
+    for lr in ("0.001", "0.003", "0.01"):
+        metrics = json.loads((sweep["exp"] / "variants" / f"lr-{lr}" / "train" / "metrics.json").read_text())
+        assert metrics["val_acc"] > 0.5
+    assert not (sweep["exp"] / "train").exists()        # the plain run's folder is not written
+
+
+def test_an_identical_second_submit_submits_nothing(sweep):
+    rows = _table(sweep["again"])
+    assert rows and {r["action"] for r in rows} == {"cached"} and {r["job_id"] for r in rows} == {"-"}
+
+
+def test_a_failed_variant_leaves_the_others_done(sweep):
+    status = sweep["stuck_status"]         # before reconcile cancelled what waits on the failed train
+    assert status[("width--1", "train")]["state"] == "failed"
+    assert status[("width--1", "evaluate")]["state"] == "never-run"
+    for ok in ("width-8", "width-16"):
+        assert status[(ok, "train")]["state"] == "done" and status[(ok, "evaluate")]["state"] == "done"
+    stuck = [r["job_id"] for r in sweep["bad_rows"] if r["stage"] == "evaluate" and "width--1" in r["variants"]]
+    assert f"variant width--1: cancelled evaluate (job {stuck[0]})" in sweep["reconciled"]
+
+
+def test_the_report_compares_the_variants(sweep):
+    rows = {r["variant"]: r for r in read_csv(sweep["exp"] / "variants" / "comparison.csv")}
+    assert set(rows) == {"lr-0.001", "lr-0.003", "lr-0.01", "width-8", "width--1", "width-16"}
+    assert rows["width--1"]["status"] == "failed" and rows["lr-0.01"]["status"] == "done"
+    assert rows["lr-0.01"]["changed"] == "stages.train.lr=0.01" and float(rows["lr-0.01"]["test_acc"]) > 0.5
+    assert int(rows["width-8"]["trainable_params"]) < int(rows["width-16"]["trainable_params"])
+    assert rows["lr-0.01"]["epochs"] == "2" and float(rows["lr-0.01"]["cpu_hours"]) > 0
+    assert (sweep["exp"] / "variants" / "comparison.png").stat().st_size > 5000
+    report = (sweep["ws"] / "results" / "report.md").read_text()
+    assert "### Variants of quickstart" in report and "Pareto front" in report
+    with open(sweep["ws"] / "results" / "efficiency.csv") as f:
+        eff = [r for r in csv.DictReader(f) if r["stage"] == "train"]
+    assert {r["variant"] for r in eff} == {"lr-0.001", "lr-0.003", "lr-0.01", "width-8", "width--1", "width-16"}
+    assert all(r["sacct_state"] == "COMPLETED" for r in eff if r["variant"].startswith("lr-"))

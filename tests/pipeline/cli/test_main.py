@@ -1,0 +1,45 @@
+"""Discoverable from the command line: `python -m pipeline kinds [KIND]` and `models [PATTERN]`."""
+from __future__ import annotations
+
+import re
+
+from pipeline.cli.main import main
+from tests.support.cli import cli
+
+
+def test_kinds_lists_every_kind_with_typed_parameters():
+    out = cli("kinds").stdout
+    assert re.search(r"^train  \(jobs\.stages\.train\): ", out, re.M)
+    after = out.split("train  (jobs.stages.train)")[1].splitlines()[1:]
+    block = "\n".join(line for line in after[:next(i for i, l in enumerate(after + [""]) if not l.startswith("  "))])
+    assert re.search(r"^  epochs +int +10 +\(min 1\)$", block, re.M)
+    assert re.search(r"^  optimizer +'sgd'\|'adam'\|'adamw' +'adamw'$", block, re.M)
+    assert re.search(r"^command  \(pipeline\.kinds\)", out, re.M)
+    assert re.search(r"^  argv +list\[str\] +\[\] +program and arguments; no shell$", out, re.M)
+
+
+def test_kinds_one_kind_shows_help(capsys):
+    assert main(["kinds", "train"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("train  (jobs.stages.train): Stage kind `train`")
+    assert re.search(r"^  patience +int +0 +early stop after this many epochs without a better val acc; "
+                     r"0 = off \(min 0\)$", out, re.M)
+    assert re.search(r"^  augment +list\['crop_pad'\|'hflip'", out, re.M)
+    assert "finetune" not in out
+
+
+def test_kinds_unknown_kind_lists_choices(capsys):
+    assert main(["kinds", "trian"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown stage kind 'trian'; valid choices: ") and " train" in err
+
+
+def test_models_pattern_lists_each_source(capsys):
+    assert main(["models", "resnet1"]) == 0
+    out = capsys.readouterr().out
+    sections = dict(re.findall(r"^(\w+) \(\d+\):\n((?:  .*\n)+)", out, re.M))
+    assert set(sections) == {"project", "torchvision", "timm"}
+    assert "  resnet18\n" in sections["torchvision"] and "  resnet10t\n" in sections["timm"]
+    assert sections["project"] == "  (none)\n"
+    assert main(["models", "small_*"]) == 0
+    assert "project (1):\n  small_cnn\n" in capsys.readouterr().out

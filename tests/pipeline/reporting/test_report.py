@@ -1,0 +1,78 @@
+"""The report built on recorded sacct output: a row per stage even with a truncated accounting.json,
+steps of one allocation joined, running jobs explained."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.executors.slurm.sacct import parse_sacct
+from tests.support.recorded import ENDED, REQUEUED, RUNNING
+from tests.support.results import read_csv
+
+
+def _stage(results, exp, stage, accounting=None, job=None, success=True):
+    d = results / exp / stage
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"stage: {stage}\nstage_index: {['one', 'two', 'three'].index(stage)}\n"
+                                   f"experiment: {{name: {exp}, stages: {{{stage}: {{kind: noop}}}}}}\n")
+    if accounting is not None:
+        (d / "accounting.json").write_text(accounting if isinstance(accounting, str) else json.dumps(accounting))
+    if job is not None:
+        (d / "job.json").write_text(json.dumps(job))
+    if success:
+        (d / "_SUCCESS").write_text("{}")
+    return d
+
+
+def _fake_sacct(text):
+    def query(job_ids):
+        wanted = set(job_ids)
+        return {j: v for j, v in parse_sacct(text).items() if j in wanted}, None
+    return query
+
+
+def test_report_keeps_a_row_for_a_truncated_accounting_json(tmp_path, monkeypatch, capsys):
+    from pipeline.executors.slurm import executor
+    from pipeline.reporting import report
+    monkeypatch.setattr(executor, "query_sacct", _fake_sacct(ENDED.replace("sx.", "sxa.") + REQUEUED))
+    results = tmp_path / "results"
+    _stage(results, "sx", "one", {"experiment": "sx", "stage": "one", "kind": "noop", "status": "done",
+                                  "job_id": "10", "job_ids": ["10"], "attempts": 2, "wall_s": 9.5})
+    good = json.dumps({"experiment": "sx", "stage": "two", "kind": "noop", "status": "done", "job_id": "10"})
+    _stage(results, "sx", "two", good[: len(good) // 2], job={"job_id": "10", "executor": "slurm"})
+    _stage(results, "sx", "three", None, job={"job_id": "10"})       # finished, but accounting.json is gone
+    csv_path, md_path = report.write_report(results, ["sx"])
+    rows = {r["stage"]: r for r in read_csv(csv_path)}
+    assert list(rows) == ["one", "two", "three"]
+    assert rows["one"]["status"] == "done" and rows["one"]["attempts"] == "2" and rows["one"]["sacct_attempts"] == "2"
+    assert rows["one"]["sacct_elapsed_s"] == "10.0"
+    for stage in ("two", "three"):
+        assert rows[stage]["status"] == "accounting-unreadable" and rows[stage]["kind"] == "noop"
+        assert rows[stage]["job_id"] == "10" and rows[stage]["sacct_elapsed_s"] == "10.0"   # sacct still joins
+    err = capsys.readouterr().err
+    assert f"warning: {results / 'sx' / 'two' / 'accounting.json'}: unreadable (JSONDecodeError" in err
+    assert f"warning: {results / 'sx' / 'three' / 'accounting.json'}: missing, although the stage finished" in err
+    md = md_path.read_text()
+    assert f"`two`: {results / 'sx' / 'two' / 'accounting.json'} is unreadable (truncated or corrupt)" in md
+    assert f"`three`: {results / 'sx' / 'three' / 'accounting.json'} is missing" in md
+    assert "`one` (2 attempts, sacct 2)" in md
+
+
+def test_report_joins_steps_and_explains_running_jobs(tmp_path, monkeypatch):
+    from pipeline.executors.slurm import executor
+    from pipeline.reporting import report
+    monkeypatch.setattr(executor, "query_sacct", _fake_sacct(RUNNING))
+    results = tmp_path / "results"
+    for stage, step in (("first", "0"), ("second", "1")):
+        d = results / "sx" / stage
+        d.mkdir(parents=True)
+        (d / "accounting.json").write_text(json.dumps({"experiment": "sx", "stage": stage, "status": "done",
+                                                       "job_id": "18", "job_ids": ["18"], "step_id": step}))
+    rows = {r["stage"]: r for r in report.collect(results, "sx")[0]}
+    assert rows["first"]["sacct_elapsed_s"] == 8.0 and rows["first"]["sacct_cpu_eff"] == pytest.approx(0.9744)
+    assert rows["second"]["sacct_state"] == "RUNNING" and rows["second"]["sacct_elapsed_s"] == 7.0
+    assert rows["second"]["sacct_cpu_eff"] is None and rows["second"]["step_id"] == "1"
+    md = report.write_report(results, ["sx"])[1].read_text()
+    assert "CPU time and efficiency are filled once the job ends (sacct counts only finished steps): " \
+           "`second` still running or pending." in md
