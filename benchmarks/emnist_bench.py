@@ -7,7 +7,7 @@
    channels_last) vs a naive seed-style recipe (per-sample PIL Resize, Grayscale(3), ToTensor,
    Normalize in a DataLoader; NCHW fp32), same resolution and batch; ours at 64/112/224 px.
 
-Data: EMNIST-format files written by tests/fixtures.py (62 glyph classes + noise); ResNet-18 with
+Data: EMNIST-format files written by tests/support/datasets.py (62 glyph classes + noise); ResNet-18 with
 random weights (no download here). python benchmarks/emnist_bench.py [--resolution 64]
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ python benchmarks/large_dag_bench.py [--stages 1000] [--no-run]
 
 Two shapes, each written to a temporary folder with its own results/logs: a chain (stage i needs
 stage i-1) and a wide DAG (one source, stages-2 stages that need it, one sink that needs them all).
-Every stage is of kind `noop` (tests/noop_stages.py), so what is timed is the engine alone:
+Every stage is of kind `noop` (tests/support/noop_stages.py), so what is timed is the engine alone:
 loading and validating the config, planning, fingerprints, markers and per-stage files. Each
 command runs as a user runs it (`python -m pipeline ...` from the repo root), so the times include
 interpreter start-up (`startup_s`: `python -m pipeline --help`). Issue 9 item 10's goal: `run all`
@@ -41,7 +41,7 @@ def wide(n: int) -> dict:
 def write_config(folder: Path, name: str, stages: dict) -> tuple[Path, list[str]]:
     """The experiment file and the --set arguments that point it at folder's results/logs."""
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "stage_modules": ["tests.noop_stages"], "stages": stages},
+    path.write_text(yaml.safe_dump({"name": name, "stage_modules": ["tests.support.noop_stages"], "stages": stages},
                                    sort_keys=False))
     sets = [a for k in ("results", "logs", "data", "cache") for a in ("--set", f"paths.{k}={folder / k}")]
     return path, sets

@@ -73,7 +73,7 @@ def setup(env, timeout_s: float) -> Dist:
     # group until the interpreter exits: destroy_process_group then frees nothing, gloo's worker
     # threads (and rank 0's store server) outlive teardown, and a worker thread still finishing its
     # last collective while the interpreter shuts down aborts the process ("terminate called
-    # without an active exception", SIGABRT; seen under CPU load in tests/test_distributed.py).
+    # without an active exception", SIGABRT; seen under CPU load in tests/jobs/training/test_distributed.py).
     import torch.distributed.nn  # noqa: F401
     local = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if env.device == "cuda" else "gloo"
