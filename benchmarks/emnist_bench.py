@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-from fixtures import write_emnist, write_random_resnet18  # noqa: E402
+from tests.support.datasets import write_emnist, write_random_resnet18  # noqa: E402
 from pipeline.core import config  # noqa: E402
 from pipeline.runner import run_stage  # noqa: E402
 
