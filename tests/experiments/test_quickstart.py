@@ -129,9 +129,10 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path_factory):
     train, first, rerun = resumed["train"], resumed["first"], resumed["rerun"]
     assert first["returncode"] != 0 and not first["success"]
     assert rerun.returncode == 0, rerun.stdout
+    epochs = quickstart_runs.RESUMED_EPOCHS
     resumed_after = int(rerun.stdout.split("after epoch ")[1].split()[0])
-    assert 3 <= resumed_after < 40
-    assert f"Epoch {resumed_after + 1}/40" in rerun.stdout and "Epoch 1/40" not in rerun.stdout
+    assert 3 <= resumed_after < epochs
+    assert f"Epoch {resumed_after + 1}/{epochs}" in rerun.stdout and f"Epoch 1/{epochs}" not in rerun.stdout
     history = json.loads((train / "history.json").read_text())
-    assert [h["epoch"] for h in history] == list(range(1, 41))
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     assert (train / "_SUCCESS").exists()

@@ -81,7 +81,7 @@ def test_force_retrains_from_scratch(run_copy):
 
 
 def test_resume_only_after_an_interruption_and_cost_sums_attempts(tmp_path_factory):
-    """SIGTERM at epoch 3 of 40: the rerun resumes, and accounting covers both attempts.
+    """SIGTERM at epoch 3 of RESUMED_EPOCHS: the rerun resumes, and accounting covers both attempts.
     (The run, on a copy of the finished quickstart, is shared with tests/experiments/test_quickstart.py.)"""
     resumed = quickstart_runs.interrupted_and_resumed(tmp_path_factory)
     train, rerun = resumed["train"], resumed["rerun"]
@@ -90,12 +90,13 @@ def test_resume_only_after_an_interruption_and_cost_sums_attempts(tmp_path_facto
     first = resumed["first"]["accounting"]
     assert first["status"] == "interrupted" and first["attempts"] == 1 and first["wall_s"] > 0
     assert rerun.returncode == 0, rerun.stdout
-    assert "resuming: attempt 2" in rerun.stdout and "Epoch 1/40" not in rerun.stdout
+    epochs = quickstart_runs.RESUMED_EPOCHS
+    assert "resuming: attempt 2" in rerun.stdout and f"Epoch 1/{epochs}" not in rerun.stdout
     acct = json.loads((train / "accounting.json").read_text())
     assert acct["attempts"] == 2 and [a["status"] for a in acct["attempt_log"]] == ["interrupted", "done"]
     assert acct["wall_s"] == pytest.approx(sum(a["wall_s"] for a in acct["attempt_log"]), abs=1e-3)
     assert acct["wall_s"] > acct["attempt_wall_s"] >= 0
-    assert acct["epochs"] == 40 and acct["total_samples"] == 40 * acct["samples_per_epoch"]
+    assert acct["epochs"] == epochs and acct["total_samples"] == epochs * acct["samples_per_epoch"]
     assert not (train / "attempts.json").exists()
 
 

@@ -6,8 +6,8 @@ place: `private_copy` gives a module its own results and logs (what tests write 
 shared data and cache folders (the data folder is part of every fingerprint, so a copy of the
 results is done there as it is in the original).
 
-`interrupted_and_resumed(tmp_path_factory)`: on a copy of the finished run, training at 40
-epochs without early stop, sent SIGTERM once epoch 3 is logged, then run again to the end; what
+`interrupted_and_resumed(tmp_path_factory)`: on a copy of the finished run, training at
+RESUMED_EPOCHS epochs without early stop, sent SIGTERM once epoch 3 is logged, then run again to the end; what
 the first attempt left and both attempts' output, for tests/experiments/test_quickstart.py (resume of
 the epochs) and tests/experiments/test_reliability.py (accounting of the two attempts)."""
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from tests.support.cli import REPO, cli, sets, terminate_at
 
 CONFIG = "configs/quickstart.yaml"
+# Enough epochs that the SIGTERM after epoch 3 lands well before the end (an epoch takes ~1 s here).
+RESUMED_EPOCHS = 12
 _RUNS: dict[str, object] = {}
 
 
@@ -52,9 +54,9 @@ def private_copy(tmp_path_factory, name: str) -> dict:
 def interrupted_and_resumed(tmp_path_factory) -> dict:
     if "resumed" not in _RUNS:
         run = private_copy(tmp_path_factory, "quickstart_resumed")
-        overrides = run["overrides"] + ["stages.train.epochs=40", "stages.train.patience=0"]
+        overrides = run["overrides"] + [f"stages.train.epochs={RESUMED_EPOCHS}", "stages.train.patience=0"]
         cmd = [sys.executable, "-m", "pipeline", "run", "train", "-c", CONFIG, *sets(overrides)]
-        returncode, rest = terminate_at(cmd, "Epoch 3/40")
+        returncode, rest = terminate_at(cmd, f"Epoch 3/{RESUMED_EPOCHS}")
         train = run["root"] / "results" / "quickstart" / "train"
         first = {"returncode": returncode, "rest": rest, "success": (train / "_SUCCESS").exists(),
                  "accounting": json.loads((train / "accounting.json").read_text())}
