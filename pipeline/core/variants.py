@@ -38,14 +38,30 @@ class Variant:
 
 
 def parse_sweep_items(items: list[str]) -> dict[str, list[Any]]:
-    """`--sweep stages.train.lr=0.1,0.01` (repeatable) -> {key: [values]}; each value is YAML."""
+    """`--sweep stages.train.lr=0.1,0.01` (repeatable) -> {key: [values]}; each value is YAML.
+    `KEY=[V1, V2]` is the same list written as YAML (to sweep over lists: `KEY=[[1, 2], [3]]`)."""
     values: dict[str, list[Any]] = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip() or not text.strip():
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not key or not text:
             raise ConfigError("", f"--sweep {item!r}: expected KEY=V1,V2,..., e.g. stages.train.lr=0.1,0.01")
-        values[key.strip()] = [yaml.safe_load(v) for v in text.split(",")]
+        values[key] = _sweep_values(item, text)
     return values
+
+
+def _sweep_values(item: str, text: str) -> list[Any]:
+    try:
+        if text.startswith("["):
+            listed = yaml.safe_load(text)
+            if isinstance(listed, list) and listed:
+                return listed
+        else:
+            return [yaml.safe_load(v) for v in text.split(",")]
+    except yaml.YAMLError as err:
+        problem = str(getattr(err, "problem", "") or err).splitlines()[0]
+        raise ConfigError("", f"--sweep {item!r}: the values are not valid YAML ({problem}); write "
+                          "KEY=V1,V2,... or KEY=[V1, V2, ...]") from None
+    raise ConfigError("", f"--sweep {item!r}: expected a non-empty list of values, e.g. KEY=[0.1, 0.01]")
 
 
 def combinations(values: dict[str, list[Any]], mode: str) -> list[dict[str, Any]]:
@@ -53,8 +69,9 @@ def combinations(values: dict[str, list[Any]], mode: str) -> list[dict[str, Any]
     if mode not in ("grid", "zip"):
         raise ConfigError("sweep.mode", f"got {mode!r}; valid choices: grid, zip")
     keys = list(values)
-    if any(not isinstance(v, list) or not v for v in values.values()):
-        raise ConfigError("sweep.values", "each key needs a non-empty list of values")
+    for key, listed in values.items():
+        if not isinstance(listed, list) or not listed:
+            raise ConfigError(f"sweep.values.{key}", f"expected a non-empty list of values, got {listed!r}")
     if mode == "zip":
         lengths = {k: len(v) for k, v in values.items()}
         if len(set(lengths.values())) > 1:
@@ -88,8 +105,11 @@ def expand(exp: Experiment, sweep_items: list[str], variant: str, overrides: lis
     unknown = set(block) - {"mode", "values", "limit"}
     if unknown:
         raise ConfigError("sweep", f"unknown keys {sorted(unknown)}; valid: mode, values, limit")
-    values = parse_sweep_items(sweep_items) if sweep_items else dict(block.get("values") or {})
-    limit = int(block.get("limit") or 0)
+    written = block.get("values") or {}
+    if not isinstance(written, dict):
+        raise ConfigError("sweep.values", f"expected a mapping KEY: [V1, V2, ...], got {written!r}")
+    values = parse_sweep_items(sweep_items) if sweep_items else dict(written)
+    limit = _array_limit(block.get("limit"))
     if not values:
         if not variant:
             return [], 0
@@ -109,6 +129,16 @@ def expand(exp: Experiment, sweep_items: list[str], variant: str, overrides: lis
     return out, limit
 
 
+def _array_limit(limit: Any) -> int:
+    """`sweep.limit`: the most array tasks of a varied stage running at once (0: no limit)."""
+    if limit is None:
+        return 0
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError("sweep.limit", f"expected a whole number >= 1 (the most tasks running at once; "
+                          f"leave it out for no limit), got {limit!r}")
+    return limit
+
+
 def _checked_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError("--variant", f"name {name!r} may only use letters, digits, '_', '.', '-' "
@@ -122,7 +152,10 @@ def load_variants(config_path: str | Path, overrides: list[str], variants: list[
     written_fps = fingerprints(as_written)
     exps, owner_of = [], {}          # (stage, fingerprint) -> the folder of its first variant
     for v in variants:
-        exp = config.load(config_path, list(overrides) + v.overrides)
+        try:
+            exp = config.load(config_path, list(overrides) + v.overrides)
+        except ConfigError as err:
+            raise _from_sweep(err, v) from None
         fps = fingerprints(exp)
         dirs = {}
         for stage in exp.stages:
@@ -135,6 +168,14 @@ def load_variants(config_path: str | Path, overrides: list[str], variants: list[
         raw["variant"] = {"name": v.name, "changed": v.changed, "dirs": {s: str(d) for s, d in dirs.items()}}
         exps.append(config.from_raw(raw, exp.source))
     return exps
+
+
+def _from_sweep(err: ConfigError, variant: Variant) -> ConfigError:
+    """A value of the sweep is wrong: say so, not "from --set" (the user wrote no such --set)."""
+    source = err.source or ""
+    for item in variant.overrides:
+        source = source.replace(f"(from --set {item})", f"(from the sweep, variant {variant.name}: {item})")
+    return ConfigError(err.key, err.message, source)
 
 
 def write_index(exp: Experiment) -> None:

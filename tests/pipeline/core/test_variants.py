@@ -4,6 +4,7 @@ executor, and the comparison's Pareto front. On the real cluster: tests/experime
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -59,6 +60,48 @@ def test_yaml_sweep_block_and_cli(tmp_path):
         expand(config.load(QUICKSTART), [], "a b", [])
     with pytest.raises(ConfigError, match="unknown keys"):
         expand(config.load(QUICKSTART, ["sweep={values: {}, grid: 1}"]), [], "", [])
+
+
+@pytest.mark.parametrize("sweep, key, says", [
+    ("{values: {stages.train.lr: [0.1, 0.2]}, limit: abc}", "sweep.limit", "expected a whole number >= 1"),
+    ("{values: {stages.train.lr: [0.1, 0.2]}, limit: -1}", "sweep.limit", "got -1"),
+    ("{values: [1, 2]}", "sweep.values", "expected a mapping KEY: [V1, V2, ...], got [1, 2]"),
+    ("{values: {stages.train.lr: 0.1}}", "sweep.values.stages.train.lr", "expected a non-empty list of values"),
+])
+def test_a_bad_sweep_block_is_one_error_naming_its_key(sweep, key, says):
+    with pytest.raises(ConfigError) as info:
+        expand(config.load(QUICKSTART, [f"sweep={sweep}"]), [], "", [])
+    assert info.value.key == key and says in info.value.message and "\n" not in str(info.value)
+
+
+def test_sweep_values_on_the_command_line_as_a_list_or_badly_written():
+    assert parse_sweep_items(["stages.train.lr=[0.1, 0.2]"]) == {"stages.train.lr": [0.1, 0.2]}
+    assert parse_sweep_items(["stages.train.augment=[[hflip], []]"]) == {"stages.train.augment": [["hflip"], []]}
+    for bad, says in [("stages.train.lr=[0.1,", "not valid YAML"), ("stages.train.lr=[]", "a non-empty list"),
+                      ("stages.train.lr=", "expected KEY=V1,V2")]:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            parse_sweep_items([bad])
+
+
+def test_a_bad_swept_value_names_the_sweep_not_a_set(tmp_path):
+    paths = [f"paths.results={tmp_path}"]
+    variants, _ = expand(config.load(QUICKSTART, paths), ["stages.train.lr=0.1,nan"], "", paths)
+    with pytest.raises(ConfigError) as info:
+        load_variants(QUICKSTART, paths, variants)
+    assert info.value.key == "stages.train.lr" and "expected a finite number, got 'nan'" in info.value.message
+    assert "(from the sweep, variant lr-nan: stages.train.lr=\"nan\")" in str(info.value)
+    assert "--set" not in str(info.value)
+
+
+@pytest.mark.parametrize("args", [["--sweep", "stages.train.lr=nan,0.1"], ["--sweep", "stages.train.lr=[0.1,"],
+                                  ["--set", "sweep={values: {stages.train.lr: [0.1, 0.2]}, limit: -1}"]])
+def test_a_bad_sweep_stops_submit_with_one_line_before_anything(tmp_path, args):
+    proc = cli("submit", "all", "-c", str(QUICKSTART), "--executor", "slurm", "--dry-run",
+               "--set", f"paths.results={tmp_path / 'results'}", *args, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    error, after = proc.stderr.splitlines()
+    assert error.startswith("error: config error: ") and after == "nothing was submitted or run."
+    assert "#SBATCH" not in proc.stdout and not (tmp_path / "results").exists()
 
 
 def test_each_stage_is_shared_or_its_variants_own(tmp_path):
