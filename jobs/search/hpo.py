@@ -18,13 +18,17 @@ What Optuna does not give here, and this module adds:
 """
 from __future__ import annotations
 
+import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from safeio import atomic_write_json, atomic_write_text, heartbeat, waiting_lock
+from safeio import atomic_write_bytes, atomic_write_json, atomic_write_text, heartbeat, waiting_lock
+
+_LOG = logging.getLogger(__name__)
 
 SPACE_TYPES = ("float", "int", "categorical")
 
@@ -94,12 +98,53 @@ def journal_path(out_dir: Path, fingerprint: str) -> Path:
     return out_dir / f"study-{fingerprint}.journal"
 
 
-def open_study(out_dir: Path, name: str, fingerprint: str, settings: SearchSettings, task: int):
-    """Create or load the study; under the study lock, since workers start together."""
+def repair_journal(path: Path, log) -> Path | None:
+    """Keep the readable start of a damaged journal, set the rest aside; the path it went to.
+
+    Optuna reads the journal line by line and stops every worker at the first line that is not
+    JSON (a worker killed mid-write leaves half a line, the next append lands after it), so one
+    bad write would fail the search on every resubmit. Each line is one whole operation, so the
+    lines before the first bad one are a consistent study: trials finished there are kept, and a
+    trial left RUNNING is reaped like any other whose worker stopped. Under Optuna's own journal
+    lock, so no worker appends meanwhile."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+    if not path.exists():
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+        good = next((i for i, line in enumerate(lines) if not _whole_json_line(line)), len(lines))
+        if good == len(lines):
+            return None
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        atomic_write_bytes(aside, b"".join(lines[good:]))
+        atomic_write_bytes(path, b"".join(lines[:good]))
+    finally:
+        lock.release()
+    log.warning("study journal %s: line %d of %d is damaged; kept the %d readable lines (the trials "
+                "finished in them) and set the rest aside in %s", path, good + 1, len(lines), good, aside)
+    return aside
+
+
+def _whole_json_line(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def open_study(out_dir: Path, name: str, fingerprint: str, settings: SearchSettings, task: int,
+               log=_LOG):
+    """Create or load the study (a damaged journal repaired first); under the study lock, since
+    workers start together."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    storage = JournalStorage(JournalFileBackend(str(journal_path(out_dir, fingerprint))))
+    path = journal_path(out_dir, fingerprint)
     # Each worker its own seed: with one seed, workers in the random start-up phase draw the same points.
     seed = settings.seed + task
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials) \
@@ -109,6 +154,8 @@ def open_study(out_dir: Path, name: str, fingerprint: str, settings: SearchSetti
               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=settings.max_epochs),
               "none": optuna.pruners.NopPruner}[settings.pruner]()
     with waiting_lock(out_dir / "study.lock"):
+        repair_journal(path, log)
+        storage = JournalStorage(JournalFileBackend(str(path)))
         return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                    direction=settings.direction, load_if_exists=True)
 

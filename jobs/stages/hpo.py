@@ -103,7 +103,8 @@ def settings_of(p: HpoParams, ctx: StageContext):
 def run(p: HpoParams, ctx: StageContext) -> dict:
     from jobs.search.hpo import open_study, summarise, work
     settings = settings_of(p, ctx)
-    study = open_study(ctx.out_dir, f"{ctx.experiment}.{ctx.stage}", ctx.fingerprint, settings, ctx.task)
+    study = open_study(ctx.out_dir, f"{ctx.experiment}.{ctx.stage}", ctx.fingerprint, settings, ctx.task,
+                       ctx.log)
     _enqueue_once(study, p, ctx)
     ctx.log.info("worker %d of %d: study %s, %d trials to finish, sampler %s, pruner %s", ctx.task, ctx.num_tasks,
                  study.study_name, p.n_trials, p.sampler, p.pruner)

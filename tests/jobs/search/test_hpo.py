@@ -122,6 +122,31 @@ def test_workers_on_one_journal_stop_at_exactly_n_trials(tmp_path):
     assert (tmp_path / "study-fp.journal").exists()
 
 
+@pytest.mark.parametrize("damage", [b'{"op_code": 4, "worker_id"', b"\x00\x00garbage\n"])
+def test_a_damaged_journal_keeps_its_finished_trials_and_the_search_goes_on(tmp_path, caplog, damage):
+    """Half a line (a worker killed mid-write) or garbage, then another worker's append: Optuna
+    alone raises on every open; here the readable start is kept and the rest set aside."""
+    _cheap_worker(str(tmp_path), 0, 3)
+    journal = tmp_path / "study-fp.journal"
+    whole = journal.read_bytes()
+    with open(journal, "ab") as f:
+        f.write(damage)
+    later = hpo.open_study(tmp_path / "other", "t.search", "fp", settings(1), 0)     # a valid line to append
+    later.tell(later.ask(), 1.0)
+    with open(journal, "ab") as f:
+        f.write((tmp_path / "other" / "study-fp.journal").read_bytes().splitlines(keepends=True)[-1])
+    with caplog.at_level(logging.WARNING):
+        study = hpo.open_study(tmp_path, "t.search", "fp", settings(5), 0, LOG)
+    assert hpo.counts(study)["complete"] == 3                 # every trial finished before the damage
+    assert journal.read_bytes().startswith(whole)            # what opening the study appends comes after
+    aside = list(tmp_path.glob("study-fp.journal.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(damage)
+    assert f"set the rest aside in {aside[0]}" in caplog.text
+    _cheap_worker(str(tmp_path), 1, 5)                       # the search continues to n_trials
+    assert hpo.counts(hpo.open_study(tmp_path, "t.search", "fp", settings(5), 0))["complete"] == 5
+    assert len(list(tmp_path.glob("study-fp.journal.damaged-*"))) == 1
+
+
 def test_a_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     study = hpo.open_study(tmp_path, "t.search", "fp", settings(2), 0)
     dead = study.ask()                       # a worker asked, then died: no heartbeat file
