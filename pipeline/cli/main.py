@@ -68,7 +68,7 @@ def cmd_status(args) -> int:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    return 1 if any(r["state"] == "failed" for r in rows) else 0
+    return 1 if any(r["state"] in ("failed", "interrupted") for r in rows) else 0
 
 
 def cmd_render(args) -> int:

@@ -13,6 +13,11 @@ from pipeline.executors import LiveJob, UsageRequest
 from pipeline.executors.watch import job_ids_by_backend, live_jobs, usages
 
 
+# States of a stage that ended without its result (the stages after it cannot run).
+NOT_SUCCEEDED = ("failed", "interrupted", "never-run")
+_RESUMES = "stopped before it finished (scancel, time limit or preemption); the next submit resumes it"
+
+
 def stage_states(exp: Experiment) -> list[dict]:
     """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
     fps = fingerprints(exp)
@@ -26,7 +31,7 @@ def stage_states(exp: Experiment) -> list[dict]:
         rec, acct, usage = records[name], accts[name], used.get(name) or {}
         job = str(rec.get("job_id") or "")
         current, reason = _state(exp, name, fps[name], rec, live.get(job), usage.get("current"), acct)
-        upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in ("failed", "never-run")]
+        upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in NOT_SUCCEEDED]
         if upstream_bad and current in ("pending", "not-submitted", "stale"):
             current, reason = "never-run", f"upstream {upstream_bad[0]!r} did not succeed"
         rows[name] = {"stage": name, "state": current, "job_id": job or None,
@@ -56,17 +61,21 @@ def _state(exp, name, fp, rec, live: LiveJob | None, current: dict | None, acct:
         return ("cached", "up to date from an earlier run") if rec.get("cached") else ("done", "")
     if live:
         return ("never-run" if live.never_starts else live.state), live.reason
+    if rec.get("state") == "never-run":
+        return "never-run", "an upstream stage failed; its job was cancelled before it started"
     if current and current.get("failed"):
+        if acct.get("status") == "interrupted":       # the runner saw the signal: no crash, resumable
+            return "interrupted", f"{current['said']}; {_RESUMES}"
         return "failed", current["said"]
     if current and current.get("live"):
         return current["live"], current["said"]
     corrupt = safeio.read_json(exp.stage_paths(name).corrupt)
     if corrupt and not live:
         return "corrupt", f"{corrupt.get('reason')}; `submit all` reruns it and what follows"
-    if acct.get("status") in ("failed", "interrupted") or rec.get("state") == "failed":
+    if acct.get("status") == "interrupted":
+        return "interrupted", f"{acct.get('error') or 'stopped by a signal'}; {_RESUMES}"
+    if acct.get("status") == "failed" or rec.get("state") == "failed":
         return "failed", acct.get("error") or "the stage's process failed"
-    if rec.get("state") == "never-run":
-        return "never-run", "an upstream stage failed"
     if marker:
         return "stale", "finished with an older config or code; will rerun"
     return ("not-submitted", "") if not rec else ("failed", "the job ended without finishing the stage")
@@ -109,7 +118,10 @@ def reconcile(exp: Experiment) -> list[str]:
                 where = f"superseded by job {row['job_id']} and waiting on an old dependency"
             else:
                 continue
-            doomed.setdefault(state.job_record(exp.stage_dir(name)).get("executor") or "local", []).append(job)
+            record = state.job_record(exp.stage_dir(name))
+            doomed.setdefault(record.get("executor") or "local", []).append(job)
+            if job == row["job_id"]:        # it never started: status keeps saying so, not "failed"
+                state.write_job_record(exp.stage_dir(name), {**record, "state": "never-run"})
             messages.append(f"cancelled {name} (job {job}): {where}")
     for backend, jobs in doomed.items():
         executors.backend(backend).cancel(jobs)
@@ -129,7 +141,7 @@ def _failed_upstream(exp: Experiment, rows: dict, name: str) -> dict | None:
         if dep in seen:
             continue
         seen.add(dep)
-        if rows[dep]["state"] == "failed":
+        if rows[dep]["state"] in ("failed", "interrupted"):
             return rows[dep]
         todo.extend(reversed(exp.stages[dep].needs))
     return None

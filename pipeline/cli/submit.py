@@ -328,10 +328,22 @@ def _print_variant_table(runs: dict, dry_run: bool) -> None:
 
 
 def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
-    from pipeline.cli.status import stuck_or_done
+    """As _wait_and_summarise, for every variant: cancel what can never start, write the report,
+    name each stage that did not succeed; 1 if any did not."""
+    from pipeline.cli.status import reconcile, stage_states, stuck_or_done
     print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
     while not stuck_or_done(_live(None, exps)):
         time.sleep(poll_s)
-    from pipeline.reporting.report import write_report
-    write_report(exps[0].results_dir.parent, [exps[0].name])
-    return 0
+    for exp in exps:
+        for message in reconcile(exp):
+            print(f"[pipeline] variant {exp.variant}: {message}")
+    _refresh_report(exps[0])
+    bad = [(exp.variant, r) for exp in exps for r in stage_states(exp)      # the shared report is not a variant's
+           if r["state"] not in ("done", "cached", "skipped")
+           and not contract.experiment_wide(exp.stages[r["stage"]].kind)]
+    for variant, r in bad:
+        print(f"[pipeline] variant {variant}: {r['stage']} {r['state']} (job {r['job_id'] or '-'}): {r['reason']}")
+    failed = {variant for variant, _ in bad}
+    print(f"[pipeline] {len(exps) - len(failed)} of {len(exps)} variant(s) done"
+          + (f"; not done: {', '.join(sorted(failed))}" if failed else ""))
+    return 1 if bad else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import os
 import shutil
 from pathlib import Path
 

@@ -54,7 +54,7 @@ def test_cancelled_stage_is_not_done_and_its_resume_costs_both_attempts(slurm, t
     acct = json.loads((train / "accounting.json").read_text())
     assert acct["status"] == "interrupted" and "StageStopped" in acct["error"]
     state = status_json(QUICKSTART, overrides)["train"]
-    assert state["state"] == "failed" and state["job_id"] == job
+    assert state["state"] == "interrupted" and state["job_id"] == job and "the next submit resumes it" in state["reason"]
     assert wait_sacct_final([job]) == {job: "CANCELLED"}
     # The next submit resumes the interrupted run; accounting covers both jobs.
     proc = cli("submit", "train", "-c", QUICKSTART, "--executor", "slurm", "--wait", *sets(overrides))

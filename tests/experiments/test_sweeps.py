@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from pipeline.executors.slurm.executor import SlurmExecutor
 from tests.support.cli import cli, sets
 from tests.support.cluster import wait_for_jobs, wait_sacct_final
 from tests.support.results import read_csv
@@ -39,18 +40,19 @@ def sweep(slurm, tmp_path_factory):
     rows = _table(first.stdout)
     wait_for_jobs([r["job_id"] for r in rows if r["job_id"] != "-"], timeout=420)
     again = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides), "--sweep", *lrs)
-    # a second sweep, one of whose widths cannot be built: that variant's train fails
+    # a second sweep, one of whose widths cannot be built: that variant's train fails. --wait
+    # cancels what waits on it (it would wait forever), reports, and exits 1.
     widths = ["stages.train.model.kwargs.width=8,-1,16"]
-    bad = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides), "--sweep", *widths)
+    bad = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides), "--sweep", *widths, "--wait",
+              check=False)
     bad_rows = _table(bad.stdout)
-    wait_for_jobs([r["job_id"] for r in bad_rows if r["job_id"] != "-"], timeout=420, allow_stuck=True)
-    stuck_status = _status(overrides)
-    reconciled = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
     wait_for_jobs(_jobs(bad_rows, "report"), timeout=120)     # afterany: it runs once the stuck one is gone
+    status = _status(overrides)
+    reconciled = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
     wait_sacct_final([r["job_id"] for r in rows + bad_rows if r["job_id"] != "-"])    # what `report` reads
     cli("report", "-c", CONFIG, *sets(overrides))
-    return {"ws": ws, "exp": ws / "results" / "quickstart", "rows": rows, "again": again.stdout,
-            "bad_rows": bad_rows, "reconciled": reconciled, "overrides": overrides, "stuck_status": stuck_status}
+    return {"ws": ws, "exp": ws / "results" / "quickstart", "rows": rows, "again": again.stdout, "bad": bad,
+            "bad_rows": bad_rows, "reconciled": reconciled, "overrides": overrides, "status": status}
 
 
 def _jobs(rows: list[dict], stage: str) -> list[str]:
@@ -81,14 +83,22 @@ def test_an_identical_second_submit_submits_nothing(sweep):
     assert rows and {r["action"] for r in rows} == {"cached"} and {r["job_id"] for r in rows} == {"-"}
 
 
-def test_a_failed_variant_leaves_the_others_done(sweep):
-    status = sweep["stuck_status"]         # before reconcile cancelled what waits on the failed train
+def test_a_failed_variant_leaves_the_others_done_and_wait_cancels_what_waits_on_it(sweep):
+    bad = sweep["bad"]
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    stuck = [r["job_id"] for r in sweep["bad_rows"] if r["stage"] == "evaluate" and "width--1" in r["variants"]]
+    assert f"[pipeline] variant width--1: cancelled evaluate (job {stuck[0]}): upstream stage 'train' failed" \
+        in bad.stdout
+    assert "[pipeline] variant width--1: train failed" in bad.stdout
+    assert "[pipeline] variant width--1: evaluate never-run" in bad.stdout
+    assert "[pipeline] 2 of 3 variant(s) done; not done: width--1" in bad.stdout
+    status = sweep["status"]
     assert status[("width--1", "train")]["state"] == "failed"
-    assert status[("width--1", "evaluate")]["state"] == "never-run"
+    assert status[("width--1", "evaluate")]["state"] == "never-run"       # cancelled before it started
     for ok in ("width-8", "width-16"):
         assert status[(ok, "train")]["state"] == "done" and status[(ok, "evaluate")]["state"] == "done"
-    stuck = [r["job_id"] for r in sweep["bad_rows"] if r["stage"] == "evaluate" and "width--1" in r["variants"]]
-    assert f"variant width--1: cancelled evaluate (job {stuck[0]})" in sweep["reconciled"]
+    assert "nothing to reconcile" in sweep["reconciled"]
+    assert not SlurmExecutor().live([r["job_id"] for r in sweep["bad_rows"] if r["job_id"] != "-"])
 
 
 def test_the_report_compares_the_variants(sweep):
