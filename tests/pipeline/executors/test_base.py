@@ -67,4 +67,6 @@ def test_a_failed_stage_leaves_its_dependents_never_run_and_reconcile_cancels_th
     assert messages == [f"cancelled {s} (job {rows[s]['job_id']}): upstream stage 'first' failed (job "
                         f"{rows['first']['job_id']}, log: {rows['first']['log']})" for s in ("second", "third")]
     assert [j["state"] for j in jobs.values()] == ["FAILED", "CANCELLED", "CANCELLED"]
+    after = {r["stage"]: r["state"] for r in stage_states(exp)}       # cancelled before they started
+    assert [after[s] for s in ("first", "second", "third")] == ["failed", "never-run", "never-run"]
     assert reconcile(exp) == []

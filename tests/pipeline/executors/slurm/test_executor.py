@@ -113,6 +113,8 @@ def test_failed_stage_leaves_dependents_never_run_and_reconcile_cancels(slurm, t
            f"{states['boom']['log']})" in out
     assert f"cancelled last (job {ids['last']})" in out
     assert wait_sacct_final([ids["after"], ids["last"]]) == {ids["after"]: "CANCELLED", ids["last"]: "CANCELLED"}
+    states = status_json(str(config), [o for o in overrides if o != "--set"])   # not "failed (sacct CANCELLED)"
+    assert states["after"]["state"] == "never-run" and states["last"]["state"] == "never-run"
     assert "nothing to reconcile" in cli("reconcile", "-c", str(config), *overrides).stdout
 
 
