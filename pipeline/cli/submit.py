@@ -57,7 +57,7 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     lock = contextlib.nullcontext() if dry_run else \
         safeio.exclusive_lock(paths.submit_lock(exp.paths.results, exp.name), f"a submit of experiment {exp.name!r}")
     with lock:   # a dry run writes nothing, so it needs no lock (and works on a read-only results folder)
-        live = _live(executor, [exp])
+        live = _live(executor, [exp], _experiment_folders(exp))
         rows = plan(exp, targets, force, live)
         problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"])
         if problems and not dry_run:
@@ -75,6 +75,8 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
                     _mark_cached(exp, r["stage"])
                 continue
             after = After(ok=tuple(job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of))
+            if contract.experiment_wide(exp.stages[r["stage"]].kind) and executor.queues_jobs:
+                after = After(ok=after.ok, any=tuple(j for j in _in_flight(exp, live, executor) if j not in after.ok))
             if dry_run:
                 job_of[r["stage"]] = f"<job of {r['stage']}>"
                 print(f"----- {r['stage']}: {executor.name} submission -----\n{executor.script(exp, r['stage'], after)}")
@@ -149,13 +151,35 @@ def _mark_cached(exp: Experiment, stage: str) -> None:
     state.write_job_record(exp.stage_dir(stage), {**rec, "cached": True})
 
 
-def _live(executor: Executor | None, exps: list[Experiment]) -> dict[str, LiveJob]:
-    """The jobs any stage of these experiments ever had that are still queued or running (one
-    query per backend); none when this submit's backend runs stages at once."""
+def _live(executor: Executor | None, exps: list[Experiment], more: list[Path] = ()) -> dict[str, LiveJob]:
+    """The jobs any stage of these experiments (and the `more` stage folders) ever had that are
+    still queued or running (one query per backend); none when this submit's backend runs stages
+    at once."""
     if executor is not None and not executor.queues_jobs:
         return {}
     from pipeline.executors.watch import job_ids_by_backend
-    return live_jobs(job_ids_by_backend(dict.fromkeys(e.stage_dir(n) for e in exps for n in e.stages)))
+    folders = [*(e.stage_dir(n) for e in exps for n in e.stages), *more]
+    return live_jobs(job_ids_by_backend(dict.fromkeys(folders)))
+
+
+def _experiment_folders(exp: Experiment) -> list[Path]:
+    """The folders of every stage of the experiment but the experiment-wide ones (the report):
+    its plain run's and those of every variant submitted so far."""
+    from pipeline.core.variants import recorded_experiments
+
+    def own(e: Experiment) -> list[str]:
+        return [n for n in e.stages if not contract.experiment_wide(e.stages[n].kind)]
+    folders = [exp.results_dir / n for n in own(exp)]
+    folders += [v.stage_dir(n) for v in recorded_experiments(exp) for n in own(v)]
+    return list(dict.fromkeys(folders))
+
+
+def _in_flight(exp: Experiment, live: dict[str, LiveJob], executor: Executor) -> tuple[str, ...]:
+    """The live jobs of any run of the experiment (plain or a variant, this submit's or an earlier
+    one's): the experiment-wide report waits for all of them, so it never reports while one of
+    them is still queued or running."""
+    ids = {j for folder in _experiment_folders(exp) for j in state.all_job_ids(folder)}
+    return tuple(dict.fromkeys(executor.array_id(j) for j in live if j in ids))
 
 
 def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
@@ -186,7 +210,7 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
         safeio.exclusive_lock(paths.submit_lock(exps[0].paths.results, exps[0].name),
                               f"a submit of experiment {exps[0].name!r}")
     with lock:
-        live = _live(executor, exps)
+        live = _live(executor, exps, _experiment_folders(exps[0]))
         runs = _plan_runs(exps, targets, force, live)
         todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
         problems = executor.check(exps[0], sorted({r["stage"] for r in todo}))
@@ -209,8 +233,9 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
             run = {"stage": stage, "exp": exps[0], "folder": exps[0].stage_dir(stage), "variants": ["(all)"],
                    "row": {"stage": stage, "action": "submit", "why": "after every variant",
                            "fingerprint": fingerprints(exps[0])[stage]}}
-            after = After(any=tuple(dict.fromkeys(executor.array_id(j) for j in submitted))) if submitted \
-                and executor.queues_jobs else After(any=("<every job above>",)) if dry_run else After()
+            waits = dict.fromkeys([*(executor.array_id(j) for j in submitted), *_in_flight(exps[0], live, executor)])
+            after = After(any=tuple(waits)) if waits and executor.queues_jobs \
+                else After(any=("<every job above>",)) if dry_run else After()
             runs[run["folder"]] = run
             submitted += _submit_one(run, executor, after, live, dry_run)
         _print_variant_table(runs, dry_run)

@@ -1,8 +1,10 @@
-"""Issue 9 on the real local SLURM cluster: jobs never left waiting forever, and the one rule for
-cancelled stages (done only if the stage's work completed before the cancel arrived)."""
+"""Faults on the real local SLURM cluster: jobs never left waiting forever, the one rule for
+cancelled stages (done only if the stage's work completed before the cancel arrived; else
+interrupted, and resumed), and a report that waits for every run of the experiment in flight."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from tests.support.cli import cli, job_ids_from_table, sets, status_json
 from tests.support.cluster import wait_for_jobs, wait_for_line, wait_sacct_final
 from tests.support.experiments import FAILING_CHAIN, write_experiment
+from tests.support.results import read_csv
 
 pytestmark = pytest.mark.slurm
 QUICKSTART = "configs/quickstart.yaml"
@@ -40,17 +43,17 @@ def test_resubmit_cancels_superseded_jobs_and_wait_leaves_nothing_stuck(slurm, t
 
 def test_cancelled_stage_is_not_done_and_its_resume_costs_both_attempts(slurm, tmp_path):
     overrides = [f"paths.{k}={tmp_path / k}" for k in ("results", "logs", "data", "cache")]
-    overrides += ["stages.train.epochs=40", "stages.train.patience=0"]
+    overrides += ["stages.train.epochs=12", "stages.train.patience=0"]
     cli("run", "preprocess", "-c", QUICKSTART, *sets(overrides))
     ids = job_ids_from_table(cli("submit", "train", "-c", QUICKSTART, "--executor", "slurm", *sets(overrides)).stdout)
     job = ids["train"]
     logs = tmp_path / "logs" / "quickstart" / "train"
-    log = wait_for_line(lambda: logs.glob(f"{job}_*log.out"), "Epoch 2/40")
+    log = wait_for_line(lambda: logs.glob(f"{job}_*log.out"), "Epoch 2/12")
     subprocess.run(["scancel", job], check=True)
     wait_for_jobs([job], timeout=120)
     train = tmp_path / "results" / "quickstart" / "train"
     assert not (train / "_SUCCESS").exists()
-    assert "SIGTERM received" in log.read_text() and "Epoch 40/40" not in log.read_text()
+    assert "SIGTERM received" in log.read_text() and "Epoch 12/12" not in log.read_text()
     acct = json.loads((train / "accounting.json").read_text())
     assert acct["status"] == "interrupted" and "StageStopped" in acct["error"]
     state = status_json(QUICKSTART, overrides)["train"]
@@ -61,7 +64,28 @@ def test_cancelled_stage_is_not_done_and_its_resume_costs_both_attempts(slurm, t
     again = job_ids_from_table(proc.stdout)["train"]
     assert status_json(QUICKSTART, overrides)["train"]["state"] == "done"
     text = next(logs.glob(f"{again}_*log.out")).read_text()
-    assert "resuming: attempt 2" in text and "Epoch 1/40" not in text
+    assert "resuming: attempt 2" in text and "Epoch 1/12" not in text
     acct = json.loads((train / "accounting.json").read_text())
-    assert acct["attempts"] == 2 and acct["job_ids"] == [job, again] and acct["epochs"] == 40
+    assert acct["attempts"] == 2 and acct["job_ids"] == [job, again] and acct["epochs"] == 12
     assert acct["wall_s"] > acct["attempt_wall_s"]
+
+
+def test_the_report_waits_for_every_run_of_the_experiment_still_in_flight(slurm, tmp_path):
+    """A plain run, and at once a variant of it: the variant's submit replaces the queued report,
+    and the new report waits for the plain run's jobs too, not only its own (it used to report
+    while the plain run still trained, and left it `incomplete`)."""
+    overrides = [f"paths.{k}={tmp_path / k}" for k in ("results", "logs", "data", "cache")]
+    overrides += ["resources.cpus_per_task=1", "stages.train.epochs=2", "stages.train.patience=0"]
+    plain = job_ids_from_table(cli("submit", "all", "-c", QUICKSTART, "--executor", "slurm", *sets(overrides)).stdout)
+    variant = cli("submit", "all", "-c", QUICKSTART, "--executor", "slurm", "--variant", "short",
+                  *sets(overrides + ["stages.train.epochs=1"])).stdout
+    rows = {cells[0]: cells[3] for cells in (line.split() for line in variant.splitlines()) if len(cells) == 5}
+    script = (tmp_path / "logs" / "quickstart" / "report" / f"{rows['report']}_submission.sh").read_text()
+    waits = re.search(r"#SBATCH --dependency=(\S+)", script).group(1)
+    assert f"afterany:{plain['evaluate']}" in waits and f"afterany:{rows['evaluate']}" in waits, waits
+    every = [*plain.values(), *(j for j in rows.values() if j.isdigit())]
+    wait_for_jobs(every, timeout=300)
+    states = wait_sacct_final(every)
+    assert states[plain["report"]] == "CANCELLED" and states[rows["report"]] == "COMPLETED"
+    done = {(r["variant"], r["stage"]): r for r in read_csv(tmp_path / "results" / "efficiency.csv")}
+    assert done[("", "evaluate")]["status"] == "done" and done[("short", "evaluate")]["status"] == "done"
