@@ -21,7 +21,7 @@ from jobs.stages.hpo import HpoParams, searchable, with_values
 from jobs.training.params import TrainModelSpec
 from pipeline.core import config
 from pipeline.core.schema import ConfigError
-from tests.support.cli import cli, sets
+from tests.support.cli import REPO, cli, sets
 from tests.support.results import read_csv
 
 LOG = logging.getLogger("test_hpo")
@@ -72,7 +72,7 @@ def test_array_only_for_kinds_that_run_as_array_tasks(tmp_path):
     assert exp.stages["search"].resources.array == 3 and exp.stages["search"].resources.array_limit == 2
 
 
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cifar100_hpo.yaml"
+REPO_CONFIG = REPO / "configs" / "cifar100_hpo.yaml"
 
 
 def test_with_values_sets_recipe_fields_and_model_arguments():
