@@ -11,7 +11,7 @@ from pipeline import contract, executors
 from pipeline.core import config as config_mod
 from pipeline.core.schema import ConfigError
 from pipeline.core.state import describe_os_error
-from pipeline.executors import SubmitError
+from pipeline.executors import SchedulerUnavailable, SubmitError
 from safeio import LockedError
 
 
@@ -222,4 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except SubmitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SchedulerUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 5
 

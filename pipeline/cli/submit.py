@@ -12,7 +12,7 @@ from pipeline.core.config import Experiment
 from pipeline.core.dag import forced, select, topological_order
 from pipeline.core.fingerprint import fingerprints
 from pipeline.core.schema import ConfigError
-from pipeline.executors import After, Executor, LiveJob, SubmitError
+from pipeline.executors import After, Executor, LiveJob, SchedulerUnavailable, SubmitError
 from pipeline.executors.watch import live_jobs
 
 
@@ -124,10 +124,9 @@ def _prepare_rerun(exp: Experiment, executor: Executor, row: dict, live: dict) -
 def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str], poll_s: float = 3.0) -> int:
     """Poll squeue until every job of the experiment ended or can never start; cancel the
     latter (they would wait forever) before printing the states."""
-    from pipeline.cli.status import reconcile, stage_states, stuck_or_done
+    from pipeline.cli.status import reconcile, stage_states
     print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
-    while not stuck_or_done(_live(None, [exp])):
-        time.sleep(poll_s)
+    _wait_until_settled([exp], poll_s)
     for message in reconcile(exp):
         print(f"[pipeline] {message}")
     _refresh_report(exp)
@@ -135,6 +134,26 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
     for r in rows:
         print(f"{r['stage']:<16} {r['state']:<10} {r['job_id'] or '-':<8} {r['log'] or ''}")
     return 0 if all(r["state"] in ("done", "cached", "skipped") for r in rows) else 1
+
+
+def _wait_until_settled(exps: list[Experiment], poll_s: float, give_up_s: float = 1800) -> None:
+    """Poll until every job of these experiments ended or can never start. The jobs go on while
+    the scheduler does not answer, so an outage is waited out (said once); after `give_up_s` of
+    it the wait ends with SchedulerUnavailable."""
+    from pipeline.cli.status import stuck_or_done
+    down_since = None
+    while True:
+        try:
+            if stuck_or_done(_live(None, exps)):
+                return
+            down_since = None
+        except SchedulerUnavailable as err:
+            if down_since is None:
+                down_since = time.monotonic()
+                print(f"[pipeline] {err}; still waiting (the jobs run on)", flush=True)
+            elif time.monotonic() - down_since > give_up_s:
+                raise
+        time.sleep(poll_s)
 
 
 def _refresh_report(exp: Experiment) -> None:
@@ -355,10 +374,9 @@ def _print_variant_table(runs: dict, dry_run: bool) -> None:
 def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
     """As _wait_and_summarise, for every variant: cancel what can never start, write the report,
     name each stage that did not succeed; 1 if any did not."""
-    from pipeline.cli.status import reconcile, stage_states, stuck_or_done
+    from pipeline.cli.status import reconcile, stage_states
     print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
-    while not stuck_or_done(_live(None, exps)):
-        time.sleep(poll_s)
+    _wait_until_settled(exps, poll_s)
     for exp in exps:
         for message in reconcile(exp):
             print(f"[pipeline] variant {exp.variant}: {message}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from pipeline.executors.base import (After, Executor, JobEnvironment, LiveJob, Submission, SubmitError,
-                                     UsageRequest)
+from pipeline.executors.base import (After, Executor, JobEnvironment, LiveJob, SchedulerUnavailable, Submission,
+                                     SubmitError, UsageRequest)
 from pipeline.executors.local import LocalExecutor
 from pipeline.executors.slurm import env as batch_env, formats as batch_formats, render as batch_render
 from pipeline.executors.slurm import steps as batch_steps
@@ -77,6 +77,7 @@ def render_batch_script(exp, config_arg: str, overrides: list[str]) -> tuple[str
     return batch_render.default_path(exp), batch_render.render(exp, config_arg, overrides)
 
 
-__all__ = ["After", "Executor", "JobEnvironment", "LiveJob", "Submission", "SubmitError", "UsageRequest",
+__all__ = ["After", "Executor", "JobEnvironment", "LiveJob", "SchedulerUnavailable", "Submission", "SubmitError",
+           "UsageRequest",
            "backend", "make_executor", "job_environment", "rendezvous_env", "check_request",
            "install_signal_handlers", "run_as_steps", "render_batch_script"]

@@ -17,6 +17,12 @@ class SubmitError(RuntimeError):
     """A stage could not be submitted (e.g. the scheduler refused it); the message is one line."""
 
 
+class SchedulerUnavailable(RuntimeError):
+    """The scheduler does not answer, so nothing could be looked at or changed; the message is one
+    line saying so and what to check. Never read as "no jobs": a command that could not look
+    says it could not."""
+
+
 @dataclasses.dataclass
 class Submission:
     stage: str

@@ -2,6 +2,8 @@
 backend, whatever the number of stages and variants (schedulers ban tools that poll per job)."""
 from __future__ import annotations
 
+import sys
+
 from pipeline import executors
 from pipeline.core import state
 from pipeline.executors.base import LiveJob
@@ -33,7 +35,14 @@ def usages(requests: dict) -> tuple[dict, str | None]:
         whys.append(why)
     if not by_backend:
         return out, f"no {schedulers()} job ids recorded (stages ran locally)"
-    return out, None if None in whys else whys[0]
+    why = None if None in whys else whys[0]
+    if why and why not in _SAID:      # said once per command, on stderr, besides report.md's note
+        _SAID.add(why)
+        print(f"[pipeline] warning: no accounting from the scheduler: {why}", file=sys.stderr, flush=True)
+    return out, why
+
+
+_SAID: set[str] = set()
 
 
 def _asked_about(name: str | None) -> list[str]:

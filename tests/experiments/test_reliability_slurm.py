@@ -73,19 +73,25 @@ def test_cancelled_stage_is_not_done_and_its_resume_costs_both_attempts(slurm, t
 def test_the_report_waits_for_every_run_of_the_experiment_still_in_flight(slurm, tmp_path):
     """A plain run, and at once a variant of it: the variant's submit replaces the queued report,
     and the new report waits for the plain run's jobs too, not only its own (it used to report
-    while the plain run still trained, and left it `incomplete`)."""
-    overrides = [f"paths.{k}={tmp_path / k}" for k in ("results", "logs", "data", "cache")]
-    overrides += ["resources.cpus_per_task=1", "stages.train.epochs=2", "stages.train.patience=0"]
-    plain = job_ids_from_table(cli("submit", "all", "-c", QUICKSTART, "--executor", "slurm", *sets(overrides)).stdout)
-    variant = cli("submit", "all", "-c", QUICKSTART, "--executor", "slurm", "--variant", "short",
-                  *sets(overrides + ["stages.train.epochs=1"])).stdout
+    while the plain run still ran, and left it `incomplete`)."""
+    config = write_experiment(tmp_path, """\
+        name: inflight
+        resources: {time: "00:05:00", cpus_per_task: 1, mem: 200M}
+        stages:
+          work: {kind: command, argv: [sleep, "8"]}     # still running when the variant is submitted
+          report: {kind: report, needs: [work]}
+        """, "inflight.yaml")
+    overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
+    plain = job_ids_from_table(cli("submit", "all", "-c", str(config), "--executor", "slurm", *overrides).stdout)
+    variant = cli("submit", "all", "-c", str(config), "--executor", "slurm", "--variant", "short", *overrides,
+                  "--set", 'stages.work.argv=[sleep, "1"]').stdout
     rows = {cells[0]: cells[3] for cells in (line.split() for line in variant.splitlines()) if len(cells) == 5}
-    script = (tmp_path / "logs" / "quickstart" / "report" / f"{rows['report']}_submission.sh").read_text()
+    script = (tmp_path / "logs" / "inflight" / "report" / f"{rows['report']}_submission.sh").read_text()
     waits = re.search(r"#SBATCH --dependency=(\S+)", script).group(1)
-    assert f"afterany:{plain['evaluate']}" in waits and f"afterany:{rows['evaluate']}" in waits, waits
-    every = [*plain.values(), *(j for j in rows.values() if j.isdigit())]
-    wait_for_jobs(every, timeout=300)
+    assert waits.startswith("afterany:") and set(re.findall(r"\d+", waits)) == {plain["work"], rows["work"]}, waits
+    every = [*plain.values(), rows["work"], rows["report"]]
+    wait_for_jobs(every, timeout=120)
     states = wait_sacct_final(every)
     assert states[plain["report"]] == "CANCELLED" and states[rows["report"]] == "COMPLETED"
-    done = {(r["variant"], r["stage"]): r for r in read_csv(tmp_path / "results" / "efficiency.csv")}
-    assert done[("", "evaluate")]["status"] == "done" and done[("short", "evaluate")]["status"] == "done"
+    done = {(r["variant"], r["stage"]): r["status"] for r in read_csv(tmp_path / "results" / "efficiency.csv")}
+    assert done[("", "work")] == "done" and done[("short", "work")] == "done", done

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pipeline.core.paths import log_dir
-from pipeline.executors.base import After, Executor, LiveJob, Submission, UsageRequest
+from pipeline.executors.base import After, Executor, LiveJob, SchedulerUnavailable, Submission, UsageRequest
 from pipeline.executors.slurm.formats import mem_mb, time_minutes
 from pipeline.executors.slurm.sacct import (FAILED_STATES, SACCT_FIELDS, array_id, parse_sacct, parse_squeue,
                                             stage_usage)
@@ -219,10 +219,33 @@ def check_resources(exp: Experiment, stages: list[str], sinfo_text: str) -> list
     return problems
 
 
+# How long a query of the controller may take before it counts as not answering. A stopped
+# slurmctld makes its clients retry for a long time (measured here: squeue ~45 s), which a command
+# that polls or loops over stages would multiply.
+CONTROLLER_TIMEOUT_S = 15
+
+
+def ask_controller(argv: list[str]) -> str:
+    """Run a command the SLURM controller answers (sinfo, squeue); its stdout. When the
+    controller does not answer in time, or the command fails, SchedulerUnavailable: one line."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=CONTROLLER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        said = f"no answer to `{argv[0]}` within {CONTROLLER_TIMEOUT_S} s"
+    except OSError as err:
+        said = f"`{argv[0]}` could not run: {err}"
+    else:
+        if out.returncode == 0:
+            return out.stdout
+        said = next((line.strip() for line in out.stderr.splitlines() if line.strip()), f"exit code {out.returncode}")
+        said = f"`{argv[0]}` said: {said}"
+    raise SchedulerUnavailable(f"the SLURM controller does not answer ({said}); nothing was looked at or "
+                               "changed. Check `scontrol ping` (or ask the cluster's admins) and run it again")
+
+
 def query_sinfo() -> str:
     """Every node of every partition, as partition_limits reads it."""
-    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=30)
-    return out.stdout
+    return ask_controller(["sinfo", "-h", "-N", "-o", "%P|%c|%m|%G"])
 
 
 def controller_reachable() -> tuple[bool, str]:
@@ -261,13 +284,9 @@ def query_squeue(job_ids: Iterable[str]) -> dict[str, dict]:
     ids = {str(j) for j in job_ids if j}
     if not ids or shutil.which("squeue") is None:
         return {}
-    try:
-        # -r: one line per array task (`123_4`), pending ones too, as stages record them
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r|%E"], capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {j: v for j, v in parse_squeue(out.stdout).items() if j in ids}
+    # -r: one line per array task (`123_4`), pending ones too, as stages record them
+    out = ask_controller(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r|%E"])
+    return {j: v for j, v in parse_squeue(out).items() if j in ids}
 
 
 def scancel(job_ids: list[str]) -> None:
