@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +97,35 @@ def test_the_report_waits_for_every_run_of_the_experiment_still_in_flight(slurm,
     assert states[plain["report"]] == "CANCELLED" and states[rows["report"]] == "COMPLETED"
     done = {(r["variant"], r["stage"]): r["status"] for r in read_csv(tmp_path / "results" / "efficiency.csv")}
     assert done[("", "work")] == "done" and done[("short", "work")] == "done", done
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_never_an_empty_queue(slurm, tmp_path):
+    """The real SLURM commands pointed (SLURM_CONF) at a controller port and a slurmdbd port where
+    nothing listens, as when the daemons are down: status and reconcile end within seconds with
+    one line saying so (they used to take minutes, and reconcile said "nothing to reconcile"); a
+    missing slurmdbd is said on stderr, and status still answers."""
+    config = write_experiment(tmp_path, """\
+        name: asked
+        resources: {time: "00:05:00", cpus_per_task: 1, mem: 200M}
+        stages:
+          one: {kind: command, argv: ["true"]}
+        """, "asked.yaml")
+    args = ["-c", str(config), *sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])]
+    ids = job_ids_from_table(cli("submit", "all", "--executor", "slurm", *args).stdout)
+    wait_for_jobs(list(ids.values()), timeout=60)
+    conf = Path("/etc/slurm/slurm.conf").read_text()
+    no_dbd = tmp_path / "no_dbd.conf"
+    no_dbd.write_text(conf + "AccountingStoragePort=9\n")
+    proc = cli("status", *args, env={"SLURM_CONF": str(no_dbd)}, check=False)
+    assert proc.returncode == 0 and "one " in proc.stdout, proc.stderr
+    assert proc.stderr.startswith("[pipeline] warning: no accounting from the scheduler: sacct failed") \
+        and len(proc.stderr.splitlines()) == 1, proc.stderr
+    no_ctld = tmp_path / "no_ctld.conf"
+    # clients retry a refused connection for about MessageTimeout (10 s by default, 9 s measured here)
+    no_ctld.write_text(conf + "SlurmctldPort=9\nMessageTimeout=2\n")
+    for command in ("status", "reconcile"):
+        started = time.monotonic()
+        proc = cli(command, *args, env={"SLURM_CONF": str(no_ctld)}, check=False)
+        assert proc.returncode == 5 and time.monotonic() - started < 15, (command, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("error: the SLURM controller does not answer (`squeue` said: ") \
+            and len(proc.stderr.splitlines()) == 1 and "nothing to reconcile" not in proc.stdout, proc.stderr

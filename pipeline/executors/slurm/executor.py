@@ -219,9 +219,9 @@ def check_resources(exp: Experiment, stages: list[str], sinfo_text: str) -> list
     return problems
 
 
-# How long a query of the controller may take before it counts as not answering. A stopped
-# slurmctld makes its clients retry for a long time (measured here: squeue ~45 s), which a command
-# that polls or loops over stages would multiply.
+# How long a query of the controller may take before it counts as not answering. A client retries
+# a controller that refuses connections for about MessageTimeout (10 s by default: squeue gave up
+# after 9 s here with slurmctld stopped); one that hangs would otherwise hang the command.
 CONTROLLER_TIMEOUT_S = 15
 
 
@@ -275,7 +275,8 @@ def query_sacct(job_ids: Iterable[str]) -> tuple[dict[str, dict], str | None]:
     except (OSError, subprocess.TimeoutExpired) as err:
         return {}, f"sacct failed: {err}"
     if out.returncode != 0:
-        return {}, f"sacct failed (is slurmdbd accounting configured?): {out.stderr.strip()[:300]}"
+        said = " / ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
+        return {}, f"sacct failed (is slurmdbd running, and accounting configured?): {said[:300]}"
     return parse_sacct(out.stdout), None
 
 
