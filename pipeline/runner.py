@@ -266,8 +266,11 @@ def _close_attempt(tries: dict, status: str, wall_s: float) -> dict:
 
 def _record_job(out: Path, job_id: str | None, fingerprint: str) -> None:
     """A stage started inside a job nobody recorded (a rendered one-allocation sbatch file): record
-    it, so status shows its job id and log."""
-    if not job_id or str(state.job_record(out).get("job_id")) == str(job_id):
+    it, so status shows its job id and log. A job that `submit` recorded, as the current one or as
+    one it has since replaced, is never recorded again: only submit decides which job is current
+    (a job starting just as a newer submit recorded its replacement would otherwise make itself
+    current again, and `reconcile` would cancel the live replacement as superseded)."""
+    if not job_id or str(job_id) in state.all_job_ids(out):
         return
     job = executors.job_environment()
     executor = job.executor if job.job_id == str(job_id) else "local"
