@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import safeio
-from pipeline import executors
+from pipeline import contract, executors
 from pipeline.core import state
 from pipeline.core.config import Experiment
 from pipeline.core.dag import topological_order
@@ -32,7 +32,8 @@ def stage_states(exp: Experiment) -> list[dict]:
         job = str(rec.get("job_id") or "")
         current, reason = _state(exp, name, fps[name], rec, live.get(job), usage.get("current"), acct)
         upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in NOT_SUCCEEDED]
-        if upstream_bad and current in ("pending", "not-submitted", "stale"):
+        if upstream_bad and current in ("pending", "not-submitted", "stale") \
+                and not contract.experiment_wide(exp.stages[name].kind):     # the report runs all the same
             current, reason = "never-run", f"upstream {upstream_bad[0]!r} did not succeed"
         rows[name] = {"stage": name, "state": current, "job_id": job or None,
                       "elapsed_s": usage.get("elapsed_s") or acct.get("wall_s"), "log": rec.get("log"),

@@ -76,7 +76,9 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
                 continue
             after = After(ok=tuple(job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of))
             if contract.experiment_wide(exp.stages[r["stage"]].kind) and executor.queues_jobs:
-                after = After(ok=after.ok, any=tuple(j for j in _in_flight(exp, live, executor) if j not in after.ok))
+                # the report runs on whatever finished: after its needs however they end, and
+                # after every other run of the experiment still in flight
+                after = After(any=tuple(dict.fromkeys([*after.ok, *_in_flight(exp, live, executor)])))
             if dry_run:
                 job_of[r["stage"]] = f"<job of {r['stage']}>"
                 print(f"----- {r['stage']}: {executor.name} submission -----\n{executor.script(exp, r['stage'], after)}")

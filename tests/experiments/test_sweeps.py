@@ -49,10 +49,11 @@ def sweep(slurm, tmp_path_factory):
     wait_for_jobs(_jobs(bad_rows, "report"), timeout=120)     # afterany: it runs once the stuck one is gone
     status = _status(overrides)
     reconciled = cli("reconcile", "-c", CONFIG, *sets(overrides)).stdout
-    wait_sacct_final([r["job_id"] for r in rows + bad_rows if r["job_id"] != "-"])    # what `report` reads
+    states = wait_sacct_final([r["job_id"] for r in rows + bad_rows if r["job_id"] != "-"])    # what `report` reads
     cli("report", "-c", CONFIG, *sets(overrides))
     return {"ws": ws, "exp": ws / "results" / "quickstart", "rows": rows, "again": again.stdout, "bad": bad,
-            "bad_rows": bad_rows, "reconciled": reconciled, "overrides": overrides, "status": status}
+            "bad_rows": bad_rows, "reconciled": reconciled, "overrides": overrides, "status": status,
+            "sacct": states}
 
 
 def _jobs(rows: list[dict], stage: str) -> list[str]:
@@ -98,6 +99,8 @@ def test_a_failed_variant_leaves_the_others_done_and_wait_cancels_what_waits_on_
     for ok in ("width-8", "width-16"):
         assert status[(ok, "train")]["state"] == "done" and status[(ok, "evaluate")]["state"] == "done"
     assert "nothing to reconcile" in sweep["reconciled"]
+    report = _jobs(sweep["bad_rows"], "report")[0]
+    assert sweep["sacct"][report] == "COMPLETED"          # it reports on whatever finished, never cancelled
     assert not SlurmExecutor().live([r["job_id"] for r in sweep["bad_rows"] if r["job_id"] != "-"])
 
 
