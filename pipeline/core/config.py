@@ -86,6 +86,7 @@ class Stage:
     resources: Resources
     setup: list[str]
     module: str              # the module that registered the kind: its code is in the fingerprint
+    order_only: bool = False  # its needs only order it (the report): pipeline.contract's needs_order_only
 
     def params_dict(self) -> dict:
         return to_dict(self.params)
@@ -249,7 +250,8 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     if resources.array > 1 and resources.world_size > 1:
         raise ConfigError(f"{key}.resources", "array tasks run as one process each: set nodes: 1 and tasks: 1, "
                           "or array: 1")
-    return Stage(name, kind, head.needs, params, resources, head.setup, registered.module)
+    return Stage(name, kind, head.needs, params, resources, head.setup, registered.module,
+                 registered.needs_order_only)
 
 
 def _check_name(key: str, name: str) -> None:

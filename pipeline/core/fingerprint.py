@@ -43,7 +43,10 @@ def fingerprints(exp) -> dict[str, str]:
             "params": stage.params_dict(),
             "seed": exp.seed,
             "data": exp.paths.data,
-            "upstream": {d: out[d] for d in sorted(stage.needs)},
+            # An order-only stage (the report) reads nothing of its needs, and is one run for every
+            # variant: its fingerprint leaves them out, else each variant would see it stale.
+            # It reruns all the same whenever a submit runs anything (pipeline/cli/submit.py).
+            "upstream": {} if stage.order_only else {d: out[d] for d in sorted(stage.needs)},
         }
         out[name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out

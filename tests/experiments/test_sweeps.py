@@ -94,6 +94,7 @@ def test_a_failed_variant_leaves_the_others_done_and_wait_cancels_what_waits_on_
     assert "[pipeline] variant width--1: evaluate never-run" in bad.stdout
     assert "[pipeline] 2 of 3 variant(s) done; not done: width--1" in bad.stdout
     status = sweep["status"]
+    assert status[("", "report")]["state"] == "done"       # the sweep's report, not `stale`
     assert status[("width--1", "train")]["state"] == "failed"
     assert status[("width--1", "evaluate")]["state"] == "never-run"       # cancelled before it started
     for ok in ("width-8", "width-16"):
