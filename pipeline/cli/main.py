@@ -32,7 +32,7 @@ def cmd_submit(args) -> int:
         exps = load_variants(args.config or config_mod.default_config_path(), args.set or [], variants)
         print(f"[pipeline] {len(exps)} variant(s) of {exp.name!r}: {', '.join(e.variant for e in exps)}")
         return submit_variants(exps, executor, args.stages, force=args.force, dry_run=args.dry_run, limit=limit,
-                               wait=args.wait)
+                               wait=args.wait, explain=args.explain)
     return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain,
                   wait=args.wait)
 

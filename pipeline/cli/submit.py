@@ -220,7 +220,7 @@ def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
 # ---- variants and sweeps (pipeline/variants.py): one submit, several variants side by side ----
 
 def submit_variants(exps: list[Experiment], executor: Executor, targets: list[str], force: bool = False,
-                    dry_run: bool = False, limit: int = 0, wait: bool = False) -> int:
+                    dry_run: bool = False, limit: int = 0, wait: bool = False, explain: bool = False) -> int:
     """Submit the variants of one experiment. A stage folder that several variants share runs
     once; the runs of one stage with the same resources go to the scheduler as one job array, task i
     waiting with aftercorr for task i of an upstream array when the tasks match one to one (else
@@ -233,6 +233,10 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
     with lock:
         live = _live(executor, exps, _experiment_folders(exps[0]))
         runs = _plan_runs(exps, targets, force, live)
+        if explain:
+            for r in runs.values():
+                print(f"{r['stage']:<16} {','.join(v or '-' for v in r['variants']):<24} {r['row']['action']:<7} "
+                      f"{r['row']['why']}")
         todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
         problems = executor.check(exps[0], sorted({r["stage"] for r in todo}))
         if problems and not dry_run:

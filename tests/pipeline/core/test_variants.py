@@ -165,3 +165,7 @@ def test_dry_run_of_a_sweep_shows_the_arrays_and_writes_nothing(tmp_path):
     assert "#SBATCH --dependency='afterok:<job of preprocess>,aftercorr:<array of train>'" in out
     assert "#SBATCH --dependency='afterany:<every job above>'" in out
     assert not (tmp_path / "results").exists()
+    explained = cli("submit", "all", "-c", str(QUICKSTART), "--executor", "slurm", "--dry-run", "--explain",
+                    "--set", f"paths.results={tmp_path / 'results'}", "--sweep", "stages.train.lr=0.1,0.01").stdout
+    assert re.search(r"^preprocess +lr-0\.1,lr-0\.01 +submit +upstream 'download' reruns$", explained, re.M)
+    assert re.search(r"^train +lr-0\.01 +submit +upstream 'preprocess' reruns$", explained, re.M)
