@@ -73,7 +73,8 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
     with safeio.exclusive_lock(files.run_lock, f"a run of stage {exp.name}/{name}"):
         state.clear_success(out)  # from here on the stage is not done until it says so
         tries = _begin_attempt(out, fps[name], job_id, fresh, log)
-        _record_job(out, job_id, fps[name])
+        # run by hand (`pipeline run`, no job): recorded too, so status stops showing an older job
+        _record_job(out, job_id or f"local-{os.getpid()}-{name}", fps[name])
         safeio.atomic_write_text(files.config, yaml.safe_dump(
             resolved_stage_config(exp, name, fps[name]), sort_keys=False))
         ctx = _context(exp, name, out, fps[name])

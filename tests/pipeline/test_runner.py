@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pipeline import runner
 from pipeline.core import state
+from tests.support.cli import cli, sets, status_json
+from tests.support.experiments import write_experiment
 
 
 def test_a_job_submit_recorded_never_becomes_current_again(tmp_path):
@@ -22,3 +24,19 @@ def test_a_job_nobody_recorded_is_recorded(tmp_path):
     assert record["job_id"] == "40" and record["fingerprint"] == "fp" and record["state"] == "running"
     runner._record_job(tmp_path, "41", "fp")        # the same file submitted again: a new job
     assert state.job_record(tmp_path)["job_id"] == "41" and state.all_job_ids(tmp_path) == ["40", "41"]
+
+
+def test_a_stage_run_by_hand_replaces_the_job_status_shows(tmp_path):
+    """Rerun locally after a SLURM job: status shows the local run, not the old job's id and time."""
+    config = write_experiment(tmp_path, """\
+        name: byhand
+        stages:
+          one: {kind: command, argv: ["true"]}
+        """, "byhand.yaml")
+    overrides = [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"]
+    stage_dir = tmp_path / "results" / "byhand" / "one"
+    state.write_job_record(stage_dir, {"job_id": "55", "executor": "slurm", "fingerprint": "old"})
+    cli("run", "one", "-c", str(config), *sets(overrides))
+    row = status_json(str(config), overrides)["one"]
+    assert row["state"] == "done" and row["job_id"].startswith("local-") and row["job_id"].endswith("-one")
+    assert state.all_job_ids(stage_dir)[0] == "55"
