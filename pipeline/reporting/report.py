@@ -139,13 +139,16 @@ def _stage_order(exp_dir: Path) -> dict[str, int]:
 
 
 def write_report(results: Path, experiments: list[str] | None = None) -> tuple[Path, Path]:
-    """Rewrite efficiency.csv (other experiments' rows kept) and report.md for all experiments."""
+    """Rewrite efficiency.csv (rows of other experiments still in results/ kept) and report.md for
+    all experiments."""
     results = Path(results)
     experiments = experiments or sorted(p.name for p in results.iterdir() if p.is_dir() and (
         any(p.glob(f"*/{paths.ACCOUNTING}")) or any(p.glob(f"*/{paths.SUCCESS}"))))
     rows_by_exp = {e: collect(results, e) for e in experiments}
     csv_path = results / paths.EFFICIENCY_CSV
-    kept = [r for r in _read_csv(csv_path) if r.get("experiment") not in rows_by_exp]
+    # other experiments' rows stay while their results do: a deleted results/<exp> drops its rows
+    kept = [r for r in _read_csv(csv_path) if r.get("experiment") not in rows_by_exp
+            and paths.experiment_dir(results, r.get("experiment") or "-").is_dir()]
     all_rows = kept + [r for rows, _ in rows_by_exp.values() for r in rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")

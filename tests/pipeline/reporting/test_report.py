@@ -3,6 +3,7 @@ steps of one allocation joined, running jobs explained."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -76,3 +77,18 @@ def test_report_joins_steps_and_explains_running_jobs(tmp_path, monkeypatch):
     md = report.write_report(results, ["sx"])[1].read_text()
     assert "CPU time and efficiency are filled once the job ends (sacct counts only finished steps): " \
            "`second` still running or pending." in md
+
+
+def test_rows_of_an_experiment_whose_results_were_deleted_are_dropped(tmp_path, monkeypatch):
+    from pipeline.executors.slurm import executor
+    from pipeline.reporting import report
+    monkeypatch.setattr(executor, "query_sacct", _fake_sacct(""))
+    results = tmp_path / "results"
+    for exp in ("kept", "gone", "now"):
+        _stage(results, exp, "one", {"experiment": exp, "stage": "one", "kind": "noop", "status": "done"})
+    report.write_report(results)
+    assert {r["experiment"] for r in read_csv(results / "efficiency.csv")} == {"kept", "gone", "now"}
+    shutil.rmtree(results / "gone")
+    report.write_report(results, ["now"])
+    assert {r["experiment"] for r in read_csv(results / "efficiency.csv")} == {"kept", "now"}
+    assert "## gone" not in (results / "report.md").read_text()
