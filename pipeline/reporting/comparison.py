@@ -39,7 +39,10 @@ def _row(index: dict) -> dict:
     def last(key):
         values = [r[key] for r in records if r.get(key) not in (None, "")]
         return values[-1] if values else None
-    return {"variant": index["name"], "changed": ", ".join(f"{k}={v}" for k, v in index["changed"].items()),
+    changed = ", ".join(f"{k}={v}" for k, v in index["changed"].items())
+    if dirs and not any(paths.VARIANTS in d.parts for d in dirs):      # e.g. only resources changed
+        changed += " (ran nothing of its own: every stage is the plain run's, with the plain run's resources)"
+    return {"variant": index["name"], "changed": changed,
             "status": status, "val_acc": last("val_acc"), "test_acc": last("test_acc"),
             "trainable_params": last("trainable_params"),
             "epochs": sum(int(r["epochs"]) for r in trained) if trained else None,

@@ -129,6 +129,22 @@ def test_two_variants_that_agree_on_a_stage_share_one_run(tmp_path):
     assert a.stage_dir("evaluate") != b.stage_dir("evaluate")
 
 
+def test_a_variant_that_reused_every_stage_says_so_in_the_comparison(tmp_path):
+    """Resources are not in a fingerprint: a variant that changes only them reuses the plain run,
+    and the comparison must not present the plain run's numbers as run with its resources."""
+    from pipeline.reporting.comparison import variant_rows
+    exp = tmp_path / "quickstart"
+    index = {"raw": {"stages": {"train": {"kind": "train"}, "report": {"kind": "report"}}},
+             "dirs": {"train": str(exp / "train"), "report": str(exp / "report")}}
+    reused, own = variant_rows([
+        {**index, "name": "cpus-4", "changed": {"resources.cpus_per_task": 4}},
+        {**index, "name": "lr-0.1", "changed": {"stages.train.lr": 0.1},
+         "dirs": {"train": str(exp / "variants" / "lr-0.1" / "train"), "report": str(exp / "report")}}])
+    assert reused["changed"] == ("resources.cpus_per_task=4 (ran nothing of its own: every stage is the plain "
+                                 "run's, with the plain run's resources)")
+    assert own["changed"] == "stages.train.lr=0.1"
+
+
 def test_pareto_front():
     points = [(1.0, 0.80), (2.0, 0.90), (3.0, 0.85), (0.5, 0.70), (2.0, 0.90), (4.0, 0.95)]
     assert pareto_front(points) == [3, 0, 1, 4, 5]      # (3.0, 0.85) is beaten by (2.0, 0.90)
