@@ -24,7 +24,7 @@ def stage_states(exp: Experiment) -> list[dict]:
     records = {n: state.job_record(exp.stage_dir(n)) for n in exp.stages}
     live = live_jobs(job_ids_by_backend(exp.stage_dir(n) for n in exp.stages))
     accts = {n: safeio.read_json(exp.stage_paths(n).accounting, {}) or {} for n in exp.stages}
-    used, _ = usages({n: (records[n].get("executor") or "local", _usage_request(exp, n, records[n], accts[n]))
+    used, _ = usages({n: (state.recorded_executor(exp.stage_dir(n)), _usage_request(exp, n, records[n], accts[n]))
                       for n in exp.stages if records[n].get("job_id")})
     rows: dict[str, dict] = {}
     for name in topological_order(exp.stages):
@@ -64,8 +64,10 @@ def _state(exp, name, fp, rec, live: LiveJob | None, current: dict | None, acct:
         return ("never-run" if live.never_starts else live.state), live.reason
     if rec.get("state") == "never-run":
         return "never-run", "an upstream stage failed; its job was cancelled before it started"
+    # the runner saw the signal (no crash, resumable) in this very job, not in an earlier attempt
+    interrupted = acct.get("status") == "interrupted" and _last_attempt_job(acct) in (None, str(rec.get("job_id")))
     if current and current.get("failed"):
-        if acct.get("status") == "interrupted":       # the runner saw the signal: no crash, resumable
+        if interrupted:
             return "interrupted", f"{current['said']}; {_RESUMES}"
         return "failed", current["said"]
     if current and current.get("live"):
@@ -73,13 +75,20 @@ def _state(exp, name, fp, rec, live: LiveJob | None, current: dict | None, acct:
     corrupt = safeio.read_json(exp.stage_paths(name).corrupt)
     if corrupt and not live:
         return "corrupt", f"{corrupt.get('reason')}; `submit all` reruns it and what follows"
-    if acct.get("status") == "interrupted":
+    if interrupted:
         return "interrupted", f"{acct.get('error') or 'stopped by a signal'}; {_RESUMES}"
     if acct.get("status") == "failed" or rec.get("state") == "failed":
         return "failed", acct.get("error") or "the stage's process failed"
     if marker:
         return "stale", "finished with an older config or code; will rerun"
     return ("not-submitted", "") if not rec else ("failed", "the job ended without finishing the stage")
+
+
+def _last_attempt_job(acct: dict) -> str | None:
+    """The job of the stage's last recorded attempt (None when it ran outside any job)."""
+    attempts = acct.get("attempt_log") or [{}]
+    job = attempts[-1].get("job_id")
+    return str(job) if job else None
 
 
 def stuck_or_done(live: dict[str, LiveJob]) -> bool:
@@ -119,9 +128,9 @@ def reconcile(exp: Experiment) -> list[str]:
                 where = f"superseded by job {row['job_id']} and waiting on an old dependency"
             else:
                 continue
-            record = state.job_record(exp.stage_dir(name))
-            doomed.setdefault(record.get("executor") or "local", []).append(job)
+            doomed.setdefault(state.job_executors(exp.stage_dir(name)).get(job) or "local", []).append(job)
             if job == row["job_id"]:        # it never started: status keeps saying so, not "failed"
+                record = state.job_record(exp.stage_dir(name))
                 state.write_job_record(exp.stage_dir(name), {**record, "state": "never-run"})
             messages.append(f"cancelled {name} (job {job}): {where}")
     for backend, jobs in doomed.items():

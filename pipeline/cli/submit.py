@@ -57,9 +57,10 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     lock = contextlib.nullcontext() if dry_run else \
         safeio.exclusive_lock(paths.submit_lock(exp.paths.results, exp.name), f"a submit of experiment {exp.name!r}")
     with lock:   # a dry run writes nothing, so it needs no lock (and works on a read-only results folder)
-        live = _live(executor, [exp], _experiment_folders(exp))
+        live = _live_or_none(executor, [exp], _experiment_folders(exp), dry_run)
+        answered, live = live is not None, live or {}
         rows = plan(exp, targets, force, live)
-        problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"])
+        problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"]) if answered else []
         if problems and not dry_run:
             raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
                               exp.source)
@@ -108,6 +109,19 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
 
 
+def _live_or_none(executor: Executor, exps: list[Experiment], more: list[Path], dry_run: bool):
+    """_live; for a dry run whose scheduler does not answer, None (said once): it still shows its plan,
+    not checked against the queue or the cluster."""
+    try:
+        return _live(executor, exps, more)
+    except SchedulerUnavailable as err:
+        if not dry_run:
+            raise
+        print(f"[pipeline] warning: {err}; the plan below is not checked against the queue or the cluster",
+              flush=True)
+        return None
+
+
 def _prepare_rerun(exp: Experiment, executor: Executor, row: dict, live: dict) -> None:
     """Before a stage's new job: it is not done, earlier queued jobs of it are cancelled (they
     would run later and overwrite it), and a forced or upstream-triggered rerun starts clean."""
@@ -129,8 +143,11 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
     from pipeline.cli.status import reconcile, stage_states
     print(f"[pipeline] waiting for {len(job_ids)} job(s) of {exp.name!r} ...", flush=True)
     _wait_until_settled([exp], poll_s)
-    for message in reconcile(exp):
+    cancelled = reconcile(exp)
+    for message in cancelled:
         print(f"[pipeline] {message}")
+    if cancelled:                   # what waited on them with afterany (the report) runs now
+        _wait_until_settled([exp], poll_s)
     _refresh_report(exp)
     rows = [r for r in stage_states(exp) if r["stage"] in selected]
     for r in rows:
@@ -200,7 +217,8 @@ def _in_flight(exp: Experiment, live: dict[str, LiveJob], executor: Executor) ->
     one's): the experiment-wide report waits for all of them, so it never reports while one of
     them is still queued or running."""
     ids = {j for folder in _experiment_folders(exp) for j in state.all_job_ids(folder)}
-    return tuple(dict.fromkeys(executor.array_id(j) for j in live if j in ids))
+    # not one that can never start: the report would wait on it until someone cancels it
+    return tuple(dict.fromkeys(executor.array_id(j) for j, job in live.items() if j in ids and not job.never_starts))
 
 
 def print_table(exp: Experiment, rows: list[dict], dry_run: bool) -> None:
@@ -231,14 +249,15 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
         safeio.exclusive_lock(paths.submit_lock(exps[0].paths.results, exps[0].name),
                               f"a submit of experiment {exps[0].name!r}")
     with lock:
-        live = _live(executor, exps, _experiment_folders(exps[0]))
+        live = _live_or_none(executor, exps, _experiment_folders(exps[0]), dry_run)
+        answered, live = live is not None, live or {}
         runs = _plan_runs(exps, targets, force, live)
         if explain:
             for r in runs.values():
                 print(f"{r['stage']:<16} {','.join(v or '-' for v in r['variants']):<24} {r['row']['action']:<7} "
                       f"{r['row']['why']}")
         todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
-        problems = executor.check(exps[0], sorted({r["stage"] for r in todo}))
+        problems = executor.check(exps[0], sorted({r["stage"] for r in todo})) if answered else []
         if problems and not dry_run:
             raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
                               exps[0].source)
@@ -383,9 +402,11 @@ def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
     from pipeline.cli.status import reconcile, stage_states
     print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
     _wait_until_settled(exps, poll_s)
-    for exp in exps:
-        for message in reconcile(exp):
-            print(f"[pipeline] variant {exp.variant}: {message}")
+    cancelled = [(exp.variant, m) for exp in exps for m in reconcile(exp)]
+    for variant, message in cancelled:
+        print(f"[pipeline] variant {variant}: {message}")
+    if cancelled:                   # what waited on them with afterany (the report) runs now
+        _wait_until_settled(exps, poll_s)
     _refresh_report(exps[0])
     bad = [(exp.variant, r) for exp in exps for r in stage_states(exp)      # the shared report is not a variant's
            if r["state"] not in ("done", "cached", "skipped")

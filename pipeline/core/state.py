@@ -165,6 +165,23 @@ def job_record(stage_dir: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+def job_executors(stage_dir: Path) -> dict[str, str | None]:
+    """Every job id this stage was ever submitted as (oldest first) -> the backend that ran it
+    (None where none was recorded)."""
+    rec = job_record(stage_dir)
+    out = {str(h["job_id"]): h.get("executor") for h in rec.get("history", []) if h.get("job_id")}
+    if rec.get("job_id"):
+        out[str(rec["job_id"])] = rec.get("executor")
+    return out
+
+
+def recorded_executor(stage_dir: Path) -> str | None:
+    """The backend of every job the stage had; None when they differ (a stage run by hand after a
+    batch job) or none was recorded: then every backend is asked about its jobs."""
+    names = set(job_executors(stage_dir).values())
+    return names.pop() if len(names) == 1 else None
+
+
 def all_job_ids(stage_dir: Path) -> list[str]:
     """Every job id this stage was ever submitted as, oldest first."""
     rec = job_record(stage_dir)

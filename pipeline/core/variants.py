@@ -134,8 +134,8 @@ def _array_limit(limit: Any) -> int:
     if limit is None:
         return 0
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ConfigError("sweep.limit", f"expected a whole number >= 1 (the most tasks running at once; "
-                          f"leave it out for no limit), got {limit!r}")
+        raise ConfigError("sweep.limit", f"expected a whole number: the most tasks running at once (0, or "
+                          f"left out: no limit), got {limit!r}")
     return limit
 
 

@@ -58,9 +58,10 @@ def schedulers() -> str:
 
 
 def job_ids_by_backend(stage_dirs) -> dict[str, list[str]]:
-    """Executor name -> every job id these stage folders ever had under it (their job.json)."""
+    """Executor name -> every job id these stage folders ever had under it (their job.json; each
+    job under the backend that ran it)."""
     out: dict[str, list[str]] = {}
     for folder in stage_dirs:
-        rec = state.job_record(folder)
-        out.setdefault(rec.get("executor") or "local", []).extend(state.all_job_ids(folder))
+        for job, name in state.job_executors(folder).items():
+            out.setdefault(name or "local", []).append(job)
     return out

@@ -85,7 +85,7 @@ def _stage_records(stage_dir: Path, experiment: str) -> list[dict]:
               file=sys.stderr, flush=True)
         record = _row_without_accounting(stage_dir, experiment)
     extra = safeio.read_json(files.accounting_extra, []) or []
-    executor = {EXECUTOR: state.job_record(stage_dir).get("executor")}   # None: not recorded
+    executor = {EXECUTOR: state.recorded_executor(stage_dir)}   # None: not recorded, or several
     return [{**record, **executor}] + [{**r, **executor} for r in extra if isinstance(r, dict)]
 
 

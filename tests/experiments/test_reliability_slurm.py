@@ -4,6 +4,7 @@ interrupted, and resumed), and a report that waits for every run of the experime
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -58,9 +59,9 @@ def test_cancelled_stage_is_not_done_and_its_resume_costs_both_attempts(slurm, t
     assert "SIGTERM received" in log.read_text() and "Epoch 12/12" not in log.read_text()
     acct = json.loads((train / "accounting.json").read_text())
     assert acct["status"] == "interrupted" and "StageStopped" in acct["error"]
+    assert wait_sacct_final([job]) == {job: "CANCELLED"}             # what status reads
     state = status_json(QUICKSTART, overrides)["train"]
     assert state["state"] == "interrupted" and state["job_id"] == job and "the next submit resumes it" in state["reason"]
-    assert wait_sacct_final([job]) == {job: "CANCELLED"}
     # The next submit resumes the interrupted run; accounting covers both jobs.
     proc = cli("submit", "train", "-c", QUICKSTART, "--executor", "slurm", "--wait", *sets(overrides))
     again = job_ids_from_table(proc.stdout)["train"]
@@ -80,13 +81,16 @@ def test_the_report_waits_for_every_run_of_the_experiment_still_in_flight(slurm,
         name: inflight
         resources: {time: "00:05:00", cpus_per_task: 1, mem: 200M}
         stages:
-          work: {kind: command, argv: [sleep, "8"]}     # still running when the variant is submitted
+          work: {kind: command, argv: [sh, -c, "while [ ! -e $GO ]; do sleep 0.2; done"]}
           report: {kind: report, needs: [work]}
         """, "inflight.yaml")
-    overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
+    go = tmp_path / "go"          # the plain run's work waits for it: still running when the variant is submitted
+    overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}",
+                      f"stages.work.env={{GO: {go}}}"])
     plain = job_ids_from_table(cli("submit", "all", "-c", str(config), "--executor", "slurm", *overrides).stdout)
     variant = cli("submit", "all", "-c", str(config), "--executor", "slurm", "--variant", "short", *overrides,
-                  "--set", 'stages.work.argv=[sleep, "1"]').stdout
+                  "--set", 'stages.work.argv=["true"]').stdout
+    go.touch()
     rows = {cells[0]: cells[3] for cells in (line.split() for line in variant.splitlines()) if len(cells) == 5}
     script = (tmp_path / "logs" / "inflight" / "report" / f"{rows['report']}_submission.sh").read_text()
     waits = re.search(r"#SBATCH --dependency=(\S+)", script).group(1)
@@ -113,19 +117,28 @@ def test_a_scheduler_that_does_not_answer_is_one_line_never_an_empty_queue(slurm
     args = ["-c", str(config), *sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])]
     ids = job_ids_from_table(cli("submit", "all", "--executor", "slurm", *args).stdout)
     wait_for_jobs(list(ids.values()), timeout=60)
-    conf = Path("/etc/slurm/slurm.conf").read_text()
-    no_dbd = tmp_path / "no_dbd.conf"
-    no_dbd.write_text(conf + "AccountingStoragePort=9\n")
-    proc = cli("status", *args, env={"SLURM_CONF": str(no_dbd)}, check=False)
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+
+    def with_settings(name: str, **settings) -> str:       # the cluster's own file, these keys replaced
+        kept = [line for line in conf.splitlines() if line.split("=", 1)[0].strip() not in settings]
+        path = tmp_path / name
+        path.write_text("\n".join(kept + [f"{k}={v}" for k, v in settings.items()]) + "\n")
+        return str(path)
+    no_dbd = with_settings("no_dbd.conf", AccountingStoragePort=9)
+    proc = cli("status", *args, env={"SLURM_CONF": no_dbd}, check=False)
     assert proc.returncode == 0 and "one " in proc.stdout, proc.stderr
     assert proc.stderr.startswith("[pipeline] warning: no accounting from the scheduler: sacct failed") \
         and len(proc.stderr.splitlines()) == 1, proc.stderr
-    no_ctld = tmp_path / "no_ctld.conf"
     # clients retry a refused connection for about MessageTimeout (10 s by default, 9 s measured here)
-    no_ctld.write_text(conf + "SlurmctldPort=9\nMessageTimeout=2\n")
+    no_ctld = with_settings("no_ctld.conf", SlurmctldPort=9, MessageTimeout=2)
     for command in ("status", "reconcile"):
         started = time.monotonic()
-        proc = cli(command, *args, env={"SLURM_CONF": str(no_ctld)}, check=False)
+        proc = cli(command, *args, env={"SLURM_CONF": no_ctld}, check=False)
         assert proc.returncode == 5 and time.monotonic() - started < 15, (command, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("error: the SLURM controller does not answer (`squeue` said: ") \
-            and len(proc.stderr.splitlines()) == 1 and "nothing to reconcile" not in proc.stdout, proc.stderr
+            and "Unable to contact slurm controller" in proc.stderr and len(proc.stderr.splitlines()) == 1 \
+            and "nothing to reconcile" not in proc.stdout, proc.stderr
+    proc = cli("submit", "all", "--executor", "slurm", *args, env={"SLURM_CONF": no_ctld}, check=False)
+    assert proc.returncode == 5 and "the SLURM controller does not answer" in proc.stderr, proc.stderr
+    dry = cli("submit", "all", "--executor", "slurm", "--dry-run", "--force", *args, env={"SLURM_CONF": no_ctld})
+    assert "not checked against the queue or the cluster" in dry.stdout and "#SBATCH" in dry.stdout

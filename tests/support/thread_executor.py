@@ -36,7 +36,8 @@ class ThreadExecutor(Executor):
         log = exp.log_dir(stage) / f"{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self.jobs[job_id] = {"state": "PENDING", "after": list(after.ok), "elapsed_s": None}
+            self.jobs[job_id] = {"state": "PENDING", "after": list(after.ok), "after_any": list(after.any),
+                                 "elapsed_s": None}
         cmd = [sys.executable, "-m", "pipeline", "run", stage, "-c", str(resolved)]
         threading.Thread(target=self._run, args=(job_id, cmd, log), daemon=True).start()
         return Submission(stage, job_id, log, "submitted")
@@ -48,7 +49,8 @@ class ThreadExecutor(Executor):
                 if job["state"] == "CANCELLED":
                     return
                 upstream = [self.jobs[j]["state"] for j in job["after"]]
-                if all(s == "COMPLETED" for s in upstream):
+                ended = all(self.jobs[j]["state"] in ("COMPLETED", "FAILED", "CANCELLED") for j in job["after_any"])
+                if ended and all(s == "COMPLETED" for s in upstream):
                     job["state"] = "RUNNING"
                     break
                 if any(s in ("FAILED", "CANCELLED", "NEVER") for s in upstream):

@@ -222,7 +222,7 @@ def check_resources(exp: Experiment, stages: list[str], sinfo_text: str) -> list
 # How long a query of the controller may take before it counts as not answering. A client retries
 # a controller that refuses connections for about MessageTimeout (10 s by default: squeue gave up
 # after 9 s here with slurmctld stopped); one that hangs would otherwise hang the command.
-CONTROLLER_TIMEOUT_S = 15
+CONTROLLER_TIMEOUT_S = 30
 
 
 def ask_controller(argv: list[str]) -> str:
@@ -237,7 +237,10 @@ def ask_controller(argv: list[str]) -> str:
     else:
         if out.returncode == 0:
             return out.stdout
-        said = next((line.strip() for line in out.stderr.splitlines() if line.strip()), f"exit code {out.returncode}")
+        lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
+        # the line about the controller, not a configuration warning printed before it
+        said = next((line for line in lines if re.search(r"controller|connect|timed out", line, re.I)),
+                    lines[-1] if lines else f"exit code {out.returncode}")
         said = f"`{argv[0]}` said: {said}"
     raise SchedulerUnavailable(f"the SLURM controller does not answer ({said}); nothing was looked at or "
                                "changed. Check `scontrol ping` (or ask the cluster's admins) and run it again")

@@ -2,14 +2,13 @@
 one line."""
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.core import config
 from pipeline.executors.base import Executor, Submission, SubmitError
+from tests.support.cluster import wait_sacct_final
 from tests.support.cli import cli, sets
 from tests.support.experiments import write_experiment
 
@@ -76,12 +75,4 @@ def test_slurm_refusing_a_stage_cancels_the_queued_one(slurm, tmp_path, workspac
     assert last.startswith("error: stage 'second' could not be submitted: ") and "Invalid node name" in last
     first_id = last.rsplit("queued: ", 1)[1]
     assert first_id.isdigit()
-    deadline, job_state = time.time() + 60, ""
-    while time.time() < deadline:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", first_id, "-o", "State"],
-                             capture_output=True, text=True).stdout
-        job_state = out.strip().splitlines()[0] if out.strip() else ""
-        if job_state.startswith("CANCELLED"):
-            break
-        time.sleep(0.2)
-    assert job_state.startswith("CANCELLED"), job_state
+    assert wait_sacct_final([first_id]) == {first_id: "CANCELLED"}

@@ -63,7 +63,7 @@ def test_yaml_sweep_block_and_cli(tmp_path):
 
 
 @pytest.mark.parametrize("sweep, key, says", [
-    ("{values: {stages.train.lr: [0.1, 0.2]}, limit: abc}", "sweep.limit", "expected a whole number >= 1"),
+    ("{values: {stages.train.lr: [0.1, 0.2]}, limit: abc}", "sweep.limit", "expected a whole number: the most"),
     ("{values: {stages.train.lr: [0.1, 0.2]}, limit: -1}", "sweep.limit", "got -1"),
     ("{values: [1, 2]}", "sweep.values", "expected a mapping KEY: [V1, V2, ...], got [1, 2]"),
     ("{values: {stages.train.lr: 0.1}}", "sweep.values.stages.train.lr", "expected a non-empty list of values"),

@@ -37,11 +37,14 @@ def slurm_run(slurm, tmp_path_factory):
 def test_submit_returns_at_once_with_afterok_chain(slurm_run):
     ids = slurm_run["ids"]
     assert list(ids) == STAGES
-    assert re.search(rf"Dependency=afterok:{ids['evaluate']}\(", slurm_run["scontrol"]) or \
+    # the report runs on whatever finished: after evaluate however it ends
+    assert re.search(rf"Dependency=afterany:{ids['evaluate']}\(", slurm_run["scontrol"]) or \
         "Dependency=(null)" in slurm_run["scontrol"]
-    for stage, upstream in [("preprocess", "download"), ("train", "preprocess"), ("report", "evaluate")]:
+    for stage, upstream in [("preprocess", "download"), ("train", "preprocess"), ("evaluate", "train")]:
         script = Path(slurm_run["root"], "logs", "quickstart", stage, f"{ids[stage]}_submission.sh").read_text()
         assert f"#SBATCH --dependency=afterok:{ids[upstream]}" in script
+    report = Path(slurm_run["root"], "logs", "quickstart", "report", f"{ids['report']}_submission.sh").read_text()
+    assert f"#SBATCH --dependency=afterany:{ids['evaluate']}" in report
     assert "#SBATCH --dependency" not in Path(slurm_run["root"], "logs", "quickstart", "download",
                                               f"{ids['download']}_submission.sh").read_text()
     assert [slurm_run["states"][ids[s]] for s in STAGES] == ["COMPLETED"] * 5
