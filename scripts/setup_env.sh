@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 # with pip. pip stays the fallback wherever uv cannot be had or fails.
 install() {
   if [ -x .venv/bin/uv ] || .venv/bin/pip install -q uv >/dev/null 2>&1; then
-    if .venv/bin/uv pip install -q --python .venv/bin/python "$@"; then
+    if .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python "$@"; then
       return 0
     fi
     echo "setup_env: uv could not install $*; trying pip" >&2
