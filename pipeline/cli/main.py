@@ -49,13 +49,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from pipeline.cli.status import stage_states
+    from pipeline.cli.status import states_of
     from pipeline.core.variants import recorded_experiments
     exp = _load(args)
-    rows = [{**r, "variant": ""} for r in stage_states(exp)]
-    for variant in recorded_experiments(exp):      # every variant submitted so far, after the plain run
-        wide = {s for s, st in variant.stages.items() if contract.experiment_wide(st.kind)}   # in the plain rows
-        rows += [{**r, "variant": variant.variant} for r in stage_states(variant) if r["stage"] not in wide]
+    exps = [exp, *recorded_experiments(exp)]     # every variant submitted so far, after the plain run
+    rows = []
+    for e, states in zip(exps, states_of(exps)):  # one snapshot of the scheduler for all of them
+        wide = {s for s, st in e.stages.items() if e.variant and contract.experiment_wide(st.kind)}  # in the plain rows
+        rows += [{**r, "variant": e.variant} for r in states if r["stage"] not in wide]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -99,10 +100,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_reconcile(args) -> int:
-    from pipeline.cli.status import reconcile
+    from pipeline.cli.status import reconcile_all
     from pipeline.core.variants import recorded_experiments
     exp = _load(args)
-    messages = reconcile(exp) + [f"variant {v.variant}: {m}" for v in recorded_experiments(exp) for m in reconcile(v)]
+    messages = reconcile_all([exp, *recorded_experiments(exp)])
     print("\n".join(messages) if messages else "nothing to reconcile: no job waits on a failed dependency")
     return 0
 

@@ -3,6 +3,8 @@
 `reconcile`."""
 from __future__ import annotations
 
+import dataclasses
+
 import safeio
 from pipeline import contract, executors
 from pipeline.core import state
@@ -20,15 +22,46 @@ _RESUMES = "stopped before it finished (scancel, time limit or preemption); the 
 
 def stage_states(exp: Experiment) -> list[dict]:
     """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
+    return states_of([exp])[0]
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What the scheduler says now about every job of some experiments: one live query and one
+    accounting query per backend, taken once and read by every experiment's rows (a sweep of 1,000
+    variants costs the scheduler what a plain run does)."""
+    live: dict[str, LiveJob]
+    used: dict
+
+
+def take_snapshot(exps: list[Experiment]) -> Snapshot:
+    folders = dict.fromkeys(e.stage_dir(n) for e in exps for n in e.stages)
+    live = live_jobs(job_ids_by_backend(folders))
+    requests = {}
+    for i, exp in enumerate(exps):
+        for n in exp.stages:
+            rec = state.job_record(exp.stage_dir(n))
+            if rec.get("job_id"):
+                acct = safeio.read_json(exp.stage_paths(n).accounting, {}) or {}
+                requests[(i, n)] = (state.recorded_executor(exp.stage_dir(n)), _usage_request(exp, n, rec, acct))
+    used, _ = usages(requests)
+    return Snapshot(live, used)
+
+
+def states_of(exps: list[Experiment], snapshot: Snapshot | None = None) -> list[list[dict]]:
+    """stage_states of each experiment (plain run, variants), from one snapshot of the scheduler."""
+    snapshot = snapshot or take_snapshot(exps)
+    return [_rows(exp, snapshot.live, {n: u for (j, n), u in snapshot.used.items() if j == i})
+            for i, exp in enumerate(exps)]
+
+
+def _rows(exp: Experiment, live: dict[str, LiveJob], used: dict) -> list[dict]:
     fps = fingerprints(exp)
-    records = {n: state.job_record(exp.stage_dir(n)) for n in exp.stages}
-    live = live_jobs(job_ids_by_backend(exp.stage_dir(n) for n in exp.stages))
-    accts = {n: safeio.read_json(exp.stage_paths(n).accounting, {}) or {} for n in exp.stages}
-    used, _ = usages({n: (state.recorded_executor(exp.stage_dir(n)), _usage_request(exp, n, records[n], accts[n]))
-                      for n in exp.stages if records[n].get("job_id")})
     rows: dict[str, dict] = {}
     for name in topological_order(exp.stages):
-        rec, acct, usage = records[name], accts[name], used.get(name) or {}
+        rec = state.job_record(exp.stage_dir(name))
+        acct = safeio.read_json(exp.stage_paths(name).accounting, {}) or {}
+        usage = used.get(name) or {}
         job = str(rec.get("job_id") or "")
         current, reason = _state(exp, name, fps[name], rec, live.get(job), usage.get("current"), acct)
         upstream_bad = [d for d in exp.stages[name].needs if rows[d]["state"] in NOT_SUCCEEDED]
@@ -104,19 +137,39 @@ def stuck_or_done(live: dict[str, LiveJob]) -> bool:
 
 
 def reconcile(exp: Experiment) -> list[str]:
-    """Cancel jobs that can never start; say which upstream failed and where its log is.
+    return reconcile_all([exp])
+
+
+def reconcile_all(exps: list[Experiment]) -> list[str]:
+    """Cancel jobs that can never start; say which upstream failed and where its log is. Every
+    experiment given (the plain run and its variants) from one snapshot of the scheduler and
+    one cancel per backend; a message about a variant starts with `variant <name>: `.
 
     The scheduler marks only the direct dependents as never starting; jobs further down just wait
     on a dependency, so every queued job of a never-run stage is cancelled. Every job id a
     stage ever had is looked at: an earlier submit's job, superseded by a newer one but still
     waiting on a dependency, is cancelled too.
     """
-    rows = {r["stage"]: r for r in stage_states(exp)}
-    history = {n: state.all_job_ids(exp.stage_dir(n)) for n in rows}
-    queued = live_jobs(job_ids_by_backend(exp.stage_dir(n) for n in rows))
+    snapshot = take_snapshot(exps)
     messages, doomed = [], {}
+    for exp, rows in zip(exps, states_of(exps, snapshot)):
+        prefix = f"variant {exp.variant}: " if exp.variant else ""
+        for name, job, where in _doomed_jobs(exp, {r["stage"]: r for r in rows}, snapshot.live):
+            backend = state.job_executors(exp.stage_dir(name)).get(job) or "local"
+            if job in doomed.setdefault(backend, {}):      # a folder variants share: once
+                continue
+            doomed[backend][job] = name
+            messages.append(f"{prefix}cancelled {name} (job {job}): {where}")
+    for backend, jobs in doomed.items():
+        executors.backend(backend).cancel(list(jobs))
+    return messages
+
+
+def _doomed_jobs(exp: Experiment, rows: dict[str, dict], queued: dict[str, LiveJob]):
+    """(stage, job, why) for each live job of the experiment that can never start or waits on a
+    superseded dependency; a current job that never started is recorded so (status says never-run)."""
     for name, row in rows.items():
-        for job in history[name]:
+        for job in state.all_job_ids(exp.stage_dir(name)):
             live = queued.get(job)
             if not live:
                 continue
@@ -124,18 +177,13 @@ def reconcile(exp: Experiment) -> list[str]:
                 culprit = _failed_upstream(exp, rows, name)
                 where = (f"upstream stage {culprit['stage']!r} failed (job {culprit['job_id']}, log: "
                          f"{culprit['log']})" if culprit else "an upstream stage did not succeed")
+                record = state.job_record(exp.stage_dir(name))
+                state.write_job_record(exp.stage_dir(name), {**record, "state": "never-run"})
             elif job != row["job_id"] and live.on_dependency:
                 where = f"superseded by job {row['job_id']} and waiting on an old dependency"
             else:
                 continue
-            doomed.setdefault(state.job_executors(exp.stage_dir(name)).get(job) or "local", []).append(job)
-            if job == row["job_id"]:        # it never started: status keeps saying so, not "failed"
-                record = state.job_record(exp.stage_dir(name))
-                state.write_job_record(exp.stage_dir(name), {**record, "state": "never-run"})
-            messages.append(f"cancelled {name} (job {job}): {where}")
-    for backend, jobs in doomed.items():
-        executors.backend(backend).cancel(jobs)
-    return messages
+            yield name, job, where
 
 
 def _failed_upstream(exp: Experiment, rows: dict, name: str) -> dict | None:

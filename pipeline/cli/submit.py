@@ -156,23 +156,31 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
 
 
 def _wait_until_settled(exps: list[Experiment], poll_s: float, give_up_s: float = 1800) -> None:
-    """Poll until every job of these experiments ended or can never start. The jobs go on while
-    the scheduler does not answer, so an outage is waited out (said once); after `give_up_s` of
-    it the wait ends with SchedulerUnavailable."""
+    """Poll (one squeue per poll) until every job of these experiments ended or can never start.
+    The pause between polls grows while nothing changes (x1.5, up to MAX_POLL_S) and drops back to
+    `poll_s` when a job starts or ends: a day-long run is polled about once a minute. The jobs go
+    on while the scheduler does not answer, so an outage is waited out (said once); after
+    `give_up_s` of it the wait ends with SchedulerUnavailable."""
     from pipeline.cli.status import stuck_or_done
-    down_since = None
+    down_since, pause, seen = None, poll_s, None
     while True:
         try:
-            if stuck_or_done(_live(None, exps)):
+            live = _live(None, exps)
+            if stuck_or_done(live):
                 return
             down_since = None
+            now = {job: j.state for job, j in live.items()}
+            pause, seen = (min(pause * 1.5, MAX_POLL_S) if now == seen else poll_s), now
         except SchedulerUnavailable as err:
             if down_since is None:
                 down_since = time.monotonic()
                 print(f"[pipeline] {err}; still waiting (the jobs run on)", flush=True)
             elif time.monotonic() - down_since > give_up_s:
                 raise
-        time.sleep(poll_s)
+        time.sleep(pause)
+
+
+MAX_POLL_S = 60.0
 
 
 def _refresh_report(exp: Experiment) -> None:
@@ -399,16 +407,16 @@ def _print_variant_table(runs: dict, dry_run: bool) -> None:
 def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
     """As _wait_and_summarise, for every variant: cancel what can never start, write the report,
     name each stage that did not succeed; 1 if any did not."""
-    from pipeline.cli.status import reconcile, stage_states
+    from pipeline.cli.status import reconcile_all, states_of
     print(f"[pipeline] waiting for the jobs of {len(exps)} variant(s) ...", flush=True)
     _wait_until_settled(exps, poll_s)
-    cancelled = [(exp.variant, m) for exp in exps for m in reconcile(exp)]
-    for variant, message in cancelled:
-        print(f"[pipeline] variant {variant}: {message}")
+    cancelled = reconcile_all(exps)
+    for message in cancelled:
+        print(f"[pipeline] {message}")
     if cancelled:                   # what waited on them with afterany (the report) runs now
         _wait_until_settled(exps, poll_s)
     _refresh_report(exps[0])
-    bad = [(exp.variant, r) for exp in exps for r in stage_states(exp)      # the shared report is not a variant's
+    bad = [(exp.variant, r) for exp, rows in zip(exps, states_of(exps)) for r in rows  # the shared report is not a variant's
            if r["state"] not in ("done", "cached", "skipped")
            and not contract.experiment_wide(exp.stages[r["stage"]].kind)]
     for variant, r in bad:

@@ -26,27 +26,38 @@ UNREADABLE = "accounting-unreadable"
 
 
 def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
-    """One row per stage folder, joined with the executor's accounting (the sacct_* columns, every
-    attempt, one query per backend). A stage whose accounting.json is unreadable,
-    or missing although the stage finished, keeps its row (status accounting-unreadable, the job
-    id from job.json so the sacct columns still fill) and a warning goes to stderr."""
-    exp_dir = results / experiment
+    rows, why = collect_all(results, [experiment])
+    return rows[experiment], why
+
+
+def collect_all(results: Path, experiments: list[str]) -> tuple[dict[str, list[dict]], str | None]:
+    """Per experiment, one row per stage folder, joined with the executor's accounting (the sacct_*
+    columns, every attempt) in one query per backend for all of them. A stage whose
+    accounting.json is unreadable, or missing although the stage finished, keeps its row (status
+    accounting-unreadable, the job id from job.json so the sacct columns still fill) and a
+    warning goes to stderr."""
+    records = [r for e in experiments for r in _experiment_records(results, e)]
+    used, why = usages({i: (r.pop(EXECUTOR), UsageRequest(tuple(_job_ids(r)), _step_name(r["experiment"], r),
+                                                          r.get("step_id")))
+                        for i, r in enumerate(records)})
+    out: dict[str, list[dict]] = {e: [] for e in experiments}
+    for i, rec in enumerate(records):
+        row = {**rec, **scheduler_columns(used.get(i)), "gpu_hours": gpu_hours(rec)}
+        out[rec["experiment"]].append({**{c: row.get(c) for c in COLUMNS}, ENDED: (used.get(i) or {}).get("ended")})
+    for e, rows in out.items():
+        order = _stage_order(results / e)
+        rows.sort(key=lambda r: (order.get(str(r["stage"]).split(":")[0], len(order)), r.get("variant") or ""))
+    return out, why
+
+
+def _experiment_records(results: Path, experiment: str) -> list[dict]:
+    """The accounting records of every stage folder of an experiment: its own and its variants'."""
     records = []
-    for stage_dir in _stage_dirs(exp_dir):
+    for stage_dir in _stage_dirs(results / experiment):
         records += _stage_records(stage_dir, experiment)
     for stage_dir in _variant_dirs(results, experiment):     # each run once: the variant that owns it
         records += [{**r, "variant": stage_dir.parent.name} for r in _stage_records(stage_dir, experiment) if r]
-    records = [r for r in records if r]
-    used, why = usages({i: (r.pop(EXECUTOR), UsageRequest(tuple(_job_ids(r)), _step_name(experiment, r),
-                                                          r.get("step_id")))
-                        for i, r in enumerate(records)})
-    rows = []
-    for i, rec in enumerate(records):
-        row = {**rec, **scheduler_columns(used.get(i)), "gpu_hours": gpu_hours(rec)}
-        rows.append({**{c: row.get(c) for c in COLUMNS}, ENDED: (used.get(i) or {}).get("ended")})
-    order = _stage_order(exp_dir)
-    rows.sort(key=lambda r: (order.get(str(r["stage"]).split(":")[0], len(order)), r.get("variant") or ""))
-    return rows, why
+    return [{**r, "experiment": experiment} for r in records if r]
 
 
 EXECUTOR = "_executor"   # the backend that ran a record's jobs (job.json), to ask for its accounting
@@ -144,7 +155,8 @@ def write_report(results: Path, experiments: list[str] | None = None) -> tuple[P
     results = Path(results)
     experiments = experiments or sorted(p.name for p in results.iterdir() if p.is_dir() and (
         any(p.glob(f"*/{paths.ACCOUNTING}")) or any(p.glob(f"*/{paths.SUCCESS}"))))
-    rows_by_exp = {e: collect(results, e) for e in experiments}
+    collected, why = collect_all(results, experiments)
+    rows_by_exp = {e: (rows, why) for e, rows in collected.items()}
     csv_path = results / paths.EFFICIENCY_CSV
     # other experiments' rows stay while their results do: a deleted results/<exp> drops its rows
     kept = [r for r in _read_csv(csv_path) if r.get("experiment") not in rows_by_exp

@@ -6,6 +6,7 @@ parses their output with the pure functions of sacct.py.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shlex
@@ -265,31 +266,60 @@ def controller_reachable() -> tuple[bool, str]:
 
 
 def query_sacct(job_ids: Iterable[str]) -> tuple[dict[str, dict], str | None]:
-    """Run sacct (every attempt of each job) for these jobs. Returns (summaries, None) or
-    ({}, why accounting is unavailable)."""
-    ids = sorted({str(j) for j in job_ids if j and str(j)[0].isdigit()})
+    """Run sacct (every attempt of each job) for these jobs: one call, or one per chunk of a job
+    list too long for one command line. Returns (summaries, None) or ({}, why accounting is
+    unavailable)."""
+    ids = sacct_ids(job_ids)
     if not ids:
         return {}, "no SLURM job ids recorded (stages ran locally)"
     if shutil.which("sacct") is None:
         return {}, "`sacct` is not installed here"
-    try:
-        out = subprocess.run(["sacct", "--duplicates", "--parsable2", "--noheader", "-j", ",".join(ids),
-                              "-o", ",".join(SACCT_FIELDS)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return {}, f"sacct failed: {err}"
-    if out.returncode != 0:
-        said = " / ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
-        return {}, f"sacct failed (is slurmdbd running, and accounting configured?): {said[:300]}"
-    return parse_sacct(out.stdout), None
+    text = []
+    for chunk in chunked(ids, SACCT_IDS_CHARS):
+        try:
+            out = subprocess.run(["sacct", "--duplicates", "--parsable2", "--noheader", "-j", ",".join(chunk),
+                                  "-o", ",".join(SACCT_FIELDS)], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return {}, f"sacct failed: {err}"
+        if out.returncode != 0:
+            said = " / ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
+            return {}, f"sacct failed (is slurmdbd running, and accounting configured?): {said[:300]}"
+        text.append(out.stdout)
+    return parse_sacct("".join(text)), None
+
+
+# sacct -j takes one comma-separated argument; Linux caps one argument at 128 KiB (MAX_ARG_STRLEN).
+# Longer lists go in chunks well below it.
+SACCT_IDS_CHARS = 100_000
+
+
+def sacct_ids(job_ids: Iterable[str]) -> list[str]:
+    """The ids to ask sacct for: a job array's own id once for all its tasks (sacct lists every
+    task of `123` as `123_<i>`), so a 1,000-variant array is one id, not 1,000."""
+    return sorted({array_id(str(j)) for j in job_ids if j and str(j)[0].isdigit()})
+
+
+def chunked(ids: list[str], max_chars: int) -> list[list[str]]:
+    """Consecutive runs of `ids` whose comma-joined text stays within max_chars."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for job in ids:
+        if chunks[-1] and size + len(job) + 1 > max_chars:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(job)
+        size += len(job) + 1
+    return chunks
 
 
 def query_squeue(job_ids: Iterable[str]) -> dict[str, dict]:
-    """Live jobs among these ids. Lists all jobs and filters: `squeue -j` fails on a purged id."""
+    """Live jobs among these ids, in one squeue call that lists this user's jobs only (never the
+    whole cluster's); `squeue -j` would fail outright on one purged id."""
     ids = {str(j) for j in job_ids if j}
     if not ids or shutil.which("squeue") is None:
         return {}
     # -r: one line per array task (`123_4`), pending ones too, as stages record them
-    out = ask_controller(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r|%E"])
+    out = ask_controller(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%j|%T|%r|%E"])
     return {j: v for j, v in parse_squeue(out).items() if j in ids}
 
 
