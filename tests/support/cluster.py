@@ -110,3 +110,30 @@ def wait_for_requeued_start(log: Path, job: str, timeout: float = 180,
         if "PENDING" in squeue_state(job):
             subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
         time.sleep(1)
+
+
+SCHEDULER_COMMANDS = ("sbatch", "squeue", "sacct", "sinfo", "scancel", "scontrol")
+
+
+def counting_scheduler(folder: Path) -> tuple[dict[str, str], Path]:
+    """Wrappers of SLURM's commands that append their name to a log before running the real one:
+    (the environment that puts them first on PATH, the log). Read it with `scheduler_calls`."""
+    import os
+    import shutil
+    bin_dir, log = Path(folder) / "counting-bin", Path(folder) / "scheduler-calls.log"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in SCHEDULER_COMMANDS:
+        real = shutil.which(name)
+        if real:
+            wrapper = bin_dir / name
+            wrapper.write_text(f'#!/bin/sh\necho {name} >> "{log}"\nexec "{real}" "$@"\n')
+            wrapper.chmod(0o755)
+    log.write_text("")
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, log
+
+
+def scheduler_calls(log: Path) -> dict[str, int]:
+    """Command name -> how often it ran since the last read (the log is emptied)."""
+    names = log.read_text().split()
+    log.write_text("")
+    return {n: names.count(n) for n in SCHEDULER_COMMANDS if n in names}

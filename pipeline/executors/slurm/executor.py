@@ -53,7 +53,7 @@ class SlurmExecutor(Executor):
         return controller_reachable()
 
     def check(self, exp, stages: list[str]) -> list[str]:
-        return check_resources(exp, stages, query_sinfo())
+        return check_resources(exp, stages, query_sinfo()) if stages else []
 
     def _executor(self, exp, stage: str, after: After):
         import submitit
