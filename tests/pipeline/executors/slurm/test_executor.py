@@ -145,3 +145,14 @@ def _caps(script: str) -> list[str]:
     return caps
 
 
+
+
+def test_sacct_asks_for_an_array_once_and_chunks_long_lists():
+    from pipeline.executors.slurm.executor import chunked, sacct_ids
+    tasks = [f"500_{i}" for i in range(1000)]
+    assert sacct_ids([*tasks, "7", "12", "", None, "local-1-train", "12"]) == ["12", "500", "7"]
+    ids = [str(100000 + i) for i in range(30000)]          # 7 characters and a comma each
+    chunks = chunked(ids, 100_000)
+    assert [j for c in chunks for j in c] == ids             # every id once, in order
+    assert all(len(",".join(c)) <= 100_000 for c in chunks) and len(chunks) == 3
+    assert chunked([], 10) == [[]] and chunked(["1"], 10) == [["1"]]
