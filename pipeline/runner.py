@@ -337,6 +337,16 @@ def plan_run(exp: Experiment, targets: list[str], force: bool = False,
     return to_run
 
 
+def submit_host_stages_missing(exp: Experiment, targets: list[str], force: bool = False) -> list[str]:
+    """Inside a batch job: the selected `where: submit_host` stages that are not done (or forced),
+    which this job must not run (its node may have no internet). Elsewhere: none."""
+    if executors.job_environment().executor == "local":
+        return []
+    fps = fingerprints(exp)
+    return [n for n in select(exp.stages, targets) if exp.stages[n].on_submit_host
+            and (force or not state.is_done(exp.stage_dir(n), fps[n]))]
+
+
 def run_targets(exp: Experiment, targets: list[str], force: bool = False) -> int:
     """Run the selected stages in order (see plan_run). Returns an exit code."""
     fps = fingerprints(exp)
@@ -372,6 +382,8 @@ def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: st
         "experiment": exp.name, "stage": name, "kind": stage.kind, "job_id": job_id, "step_id": job.step_id,
         "node": job.node or socket.gethostname(),
         "partition": job.partition or stage.resources.partition,
+        # a batch job, the submit host (`where: submit_host`: submit ran it there), or a local run
+        "ran_on": "job" if job.executor != "local" else "submit_host" if stage.on_submit_host else "local",
         "device": "cuda" if stage.resources.gpus > 0 else "cpu",
         "num_devices": stage.resources.world_size if stage.resources.world_size > 1 else stage.resources.gpus,
         "world_size": stage.resources.world_size,

@@ -14,7 +14,7 @@ from __future__ import annotations
 METRIC_COLUMNS = ("val_acc", "test_acc", "macro_precision", "macro_recall", "macro_f1")
 COLUMNS = (
     "experiment", "stage", "variant", "kind", "status", "skip_reason", "job_id", "step_id", "attempts", "node", "partition",
-    "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
+    "ran_on", "device", "device_name", "num_devices", "cpus", "precision", "epochs", "samples_per_epoch", "total_samples",
     "trainable_params", "total_params", "wall_s", "gpu_hours", "throughput_per_s", "peak_rss_mb", "peak_gpu_mem_mb",
     *METRIC_COLUMNS, "seed", "config_hash", "git_rev",
     "started_at", "finished_at", "sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_totalcpu_s",

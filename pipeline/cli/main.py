@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from safeio import LockedError
 
 def _load(args) -> config_mod.Experiment:
     path = args.config or config_mod.default_config_path()
-    return config_mod.load(path, args.set or [])
+    return config_mod.load(path, args.set or [], profile=getattr(args, "profile", None))
 
 
 def cmd_submit(args) -> int:
@@ -38,8 +39,18 @@ def cmd_submit(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from pipeline.runner import plan_run, run_targets
+    from pipeline.runner import plan_run, run_targets, submit_host_stages_missing
     exp = _load(args)
+    missing = submit_host_stages_missing(exp, args.stages, args.force)
+    if missing:     # at once, before any stage of the job runs
+        profile = ["--profile", exp.raw["profile"]] if exp.raw.get("profile") else []
+        command = shlex.join(["python", "-m", "pipeline", "submit", *missing, "-c",
+                              args.config or str(config_mod.default_config_path()), *profile,
+                              *(a for o in args.set or [] for a in ("--set", o))])
+        print(f"error: stage(s) {', '.join(missing)} run on the submit host (where: submit_host: compute nodes may "
+              f"have no internet) and are not done: run `{command}` on the login node, then submit this job "
+              "again. No stage was run.", file=sys.stderr)
+        return 2
     if args.as_steps:   # one job step per stage inside an allocation; in this process elsewhere
         config_arg = args.config or str(config_mod.default_config_path())
         return executors.run_as_steps(exp, args.stages, config_arg, args.set or [], args.force,
@@ -157,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", help="experiment YAML (default: configs/defaults.yaml's default_experiment)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set stages.train.epochs=3 (repeatable)")
+        p.add_argument("--profile", metavar="NAME", help=f"cluster profile profiles/NAME.yaml, merged between "
+                       f"configs/defaults.yaml and the experiment (default: ${config_mod.PROFILE_ENV})")
         return p
 
     p = common(sub.add_parser("submit", help="submit stages (and what they need) to SLURM or run locally"))

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import safeio
-from pipeline import contract
+from pipeline import contract, executors
 from pipeline.core import paths, state
 from pipeline.core.config import Experiment
 from pipeline.core.dag import forced, select, topological_order
@@ -60,7 +60,8 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
         live = _live_or_none(executor, [exp], _experiment_folders(exp), dry_run)
         answered, live = live is not None, live or {}
         rows = plan(exp, targets, force, live)
-        problems = executor.check(exp, [r["stage"] for r in rows if r["action"] == "submit"]) if answered else []
+        queued = [r["stage"] for r in rows if r["action"] == "submit" and not exp.stages[r["stage"]].on_submit_host]
+        problems = executor.check(exp, queued) if answered else []
         if problems and not dry_run:
             raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
                               exp.source)
@@ -70,10 +71,14 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
             for r in rows:
                 print(f"{r['stage']:<16} {r['action']:<7} {r['why']}")
         job_of: dict[str, str] = {r["stage"]: str(r["job_id"]) for r in rows if r["action"] == "queued"}
-        for r in rows:
+        here = _submit_host(executor, dry_run)
+        for r in sorted(rows, key=lambda r: not (here and exp.stages[r["stage"]].on_submit_host)):  # those first
             if r["action"] != "submit":
                 if r["action"] == "cached" and not dry_run:
                     _mark_cached(exp, r["stage"])
+                continue
+            if here and exp.stages[r["stage"]].on_submit_host:
+                _run_on_submit_host(exp, r, here, dry_run)
                 continue
             after = After(ok=tuple(job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of))
             if contract.experiment_wide(exp.stages[r["stage"]].kind) and executor.queues_jobs:
@@ -107,6 +112,36 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
     if not executor.queues_jobs:
         _refresh_report(exp)
     return 1 if any(r.get("state") in ("failed", "never-run") for r in rows) else 0
+
+
+def _submit_host(executor: Executor, dry_run: bool) -> Executor | None:
+    """Where the stages marked `where: submit_host` run when the others are queued as jobs: in
+    this process's machine (the login node), one after another; None when every stage runs here
+    anyway."""
+    return executors.make_executor("local", dry_run, executor.entry) if executor.queues_jobs else None
+
+
+def _run_on_submit_host(exp: Experiment, row: dict, here: Executor, dry_run: bool, folder: Path | None = None) -> None:
+    """Run a `where: submit_host` stage now, before anything that needs it is queued; a failure
+    ends the submit before any job is queued (SubmitError, with its log)."""
+    stage = row["stage"]
+    if dry_run:
+        print(f"----- {stage}: runs here, on the submit host, before any job is queued -----\n"
+              f"{here.script(exp, stage)}")
+        return
+    folder = folder or exp.stage_dir(stage)
+    state.clear_success(folder)
+    if row["why"] == "--force" or row["why"].startswith("upstream "):
+        state.discard_attempts(folder)
+    print(f"[pipeline] {stage}: runs on the submit host (where: submit_host), before the jobs", flush=True)
+    sub = here.submit(exp, stage)
+    row.update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
+    state.write_job_record(folder, {"job_id": sub.job_id, "executor": here.name, "log": str(sub.log),
+                                    "variant": exp.variant, "fingerprint": row["fingerprint"], "state": sub.state,
+                                    "after": [], "cached": False})
+    if sub.state != "done":
+        raise SubmitError(f"stage {stage!r} failed on the submit host (log: {sub.log}); nothing was queued. "
+                          f"Fix it and submit again")
 
 
 def _live_or_none(executor: Executor, exps: list[Experiment], more: list[Path], dry_run: bool):
@@ -265,7 +300,8 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
                 print(f"{r['stage']:<16} {','.join(v or '-' for v in r['variants']):<24} {r['row']['action']:<7} "
                       f"{r['row']['why']}")
         todo = [r for r in runs.values() if r["row"]["action"] == "submit"]
-        problems = executor.check(exps[0], sorted({r["stage"] for r in todo})) if answered else []
+        problems = executor.check(exps[0], sorted({r["stage"] for r in todo
+                                                   if not exps[0].stages[r["stage"]].on_submit_host})) if answered else []
         if problems and not dry_run:
             raise ConfigError("", "these stages could never start on this cluster:\n  " + "\n  ".join(problems),
                               exps[0].source)
@@ -275,10 +311,20 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
             for exp in exps:
                 write_index(exp)
         job_of = {folder: str(r["row"]["job_id"]) for folder, r in runs.items() if r["row"]["action"] == "queued"}
+        here = _submit_host(executor, dry_run)
+        for r in todo if here else []:       # before any job: a failure here queues nothing
+            if r["exp"].stages[r["stage"]].on_submit_host:
+                _run_on_submit_host(r["exp"], r["row"], here, dry_run, r["folder"])
+        todo = [r for r in todo if not (here and r["exp"].stages[r["stage"]].on_submit_host)]
         submitted: list[str] = []
-        for stage in topological_order(exps[0].stages):
-            for group in _array_groups([r for r in todo if r["stage"] == stage], executor):
-                submitted += _submit_group(group, executor, job_of, live, limit, dry_run)
+        try:
+            for stage in topological_order(exps[0].stages):
+                for group in _array_groups([r for r in todo if r["stage"] == stage], executor):
+                    submitted += _submit_group(group, executor, job_of, live, limit, dry_run)
+        except SubmitError as err:           # leave no half-submitted sweep queued
+            executor.cancel(submitted)
+            raise SubmitError(f"{err}; " + (f"cancelled the job(s) this submit had queued: {', '.join(submitted)}"
+                                            if submitted else "no other job of this submit was queued")) from err
         wide = [s for s in topological_order(exps[0].stages) if contract.experiment_wide(exps[0].stages[s].kind)
                 and s in select(exps[0].stages, targets)]
         for stage in wide if (submitted or force or (dry_run and todo)) else []:

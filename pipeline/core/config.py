@@ -8,12 +8,13 @@ naming the file, the key path, what was expected and the valid choices.
 from __future__ import annotations
 
 import copy
-import importlib
 import dataclasses
+import importlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 
@@ -54,11 +55,38 @@ class Resources:
                           "hpo's workers); 1 = one job"})
     array_limit: int = field(default=0, metadata={
         "min": 0, "help": "array: at most this many tasks run at once; 0 = all"})
+    gpu_type: Optional[str] = field(default=None, metadata={
+        "help": "GPU model to ask for, in the cluster's own name (e.g. a100); null = any"})
+    gpu_request: Literal["gres", "gpus-per-node"] = field(default="gres", metadata={
+        "help": "how GPUs are asked for: --gres=gpu:[type:]N (every SLURM version) or --gpus-per-node=[type:]N"})
     constraint: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None
     extra: dict[str, bool | str] = field(default_factory=dict, metadata={
         "help": "extra long options of the batch system's submit command, e.g. {mail-type: END, exclusive: true}"})
+
+
+@dataclass
+class Partitions:
+    """The partition a stage goes to when neither it nor the experiment names one: by whether it
+    asks for GPUs (a cluster profile sets these)."""
+    cpu: Optional[str] = field(default=None, metadata={"help": "for stages with gpus: 0 (null: the cluster's default)"})
+    gpu: Optional[str] = field(default=None, metadata={"help": "for stages with gpus > 0 (null: the cluster's default)"})
+
+    def for_gpus(self, gpus: int) -> Optional[str]:
+        return self.gpu if gpus else self.cpu
+
+
+@dataclass
+class Profile:
+    """profiles/<name>.yaml: what one cluster needs, merged between configs/defaults.yaml and the
+    experiment (`--profile NAME` or PIPELINE_PROFILE)."""
+    description: str = ""
+    partitions: Partitions = field(default_factory=Partitions)
+    resources: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "defaults of every stage's resources: account, qos, constraint, gpu_type, gpu_request, extra, ..."})
+    setup: list[str] = field(default_factory=list, metadata={
+        "help": "lines that open every job (module loads, conda); replace configs/defaults.yaml's"})
 
 
 @dataclass
@@ -69,12 +97,18 @@ class Paths:
     cache: str = ".cache"
 
 
+SUBMIT_HOST = "submit_host"
+
+
 @dataclass
 class StageSpec:
     kind: str
     needs: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
+    where: Literal["cluster", "submit_host"] = field(default="cluster", metadata={
+        "help": "submit_host: `submit` runs the stage in its own process before queuing what needs it "
+                "(downloads: compute nodes often have no internet); cluster: a job like the others"})
 
 
 @dataclass
@@ -87,6 +121,11 @@ class Stage:
     setup: list[str]
     module: str              # the module that registered the kind: its code is in the fingerprint
     order_only: bool = False  # its needs only order it (the report): pipeline.contract's needs_order_only
+    where: str = "cluster"   # "submit_host": submit runs it in its own process, never as a job
+
+    @property
+    def on_submit_host(self) -> bool:
+        return self.where == SUBMIT_HOST
 
     def params_dict(self) -> dict:
         return to_dict(self.params)
@@ -135,6 +174,8 @@ class _Top:  # the top-level keys of a merged experiment file
     signal_delay_s: int = field(default=120, metadata={"min": 0})
     stage_modules: list[str] = field(default_factory=lambda: ["jobs"])
     default_experiment: Optional[str] = None
+    partitions: Partitions = field(default_factory=Partitions)
+    profile: str = field(default="", metadata={"help": "set by --profile: the cluster profile merged in"})
     sweep: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "variants to run side by side: {mode: grid|zip, values: {key: [v1, v2]}, limit: N} "
                 "(pipeline/variants.py)"})
@@ -147,6 +188,30 @@ def defaults_path(config_path: Path) -> Path:
     return beside if beside.exists() else REPO_ROOT / "configs" / "defaults.yaml"
 
 
+PROFILE_ENV = "PIPELINE_PROFILE"
+PROFILES_DIR = REPO_ROOT / "profiles"
+
+
+def read_profile(name: str | None) -> dict:
+    """profiles/<name>.yaml as plain data, checked against `Profile` (unknown keys and a missing
+    profile are one line listing the valid ones); {} for no profile."""
+    if not name:
+        return {}
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not SAFE_NAME.fullmatch(name) or not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError("", f"no cluster profile {name!r} (--profile or {PROFILE_ENV}); profiles in "
+                          f"{PROFILES_DIR}: {', '.join(known) or 'none'}")
+    data = _read_yaml(path)
+    try:
+        build(Profile, copy.deepcopy(data))
+        build(Resources, copy.deepcopy(data.get("resources") or {}), "resources")
+    except ConfigError as err:
+        raise err.with_source(str(path)) from None
+    data.pop("description", None)
+    return data
+
+
 def default_config_path() -> Path:
     """The experiment named by `default_experiment` in configs/defaults.yaml."""
     defaults = _read_yaml(REPO_ROOT / "configs" / "defaults.yaml")
@@ -156,12 +221,18 @@ def default_config_path() -> Path:
     return REPO_ROOT / "configs" / f"{name}.yaml"
 
 
-def load(config_path: str | Path, overrides: list[str] = (), root: Path | None = None) -> Experiment:
-    """Read, merge, override and validate an experiment. Relative paths resolve against root."""
+def load(config_path: str | Path, overrides: list[str] = (), root: Path | None = None,
+         profile: str | None = None) -> Experiment:
+    """Read, merge (defaults.yaml, then the cluster profile, then the experiment), override and
+    validate an experiment. Relative paths resolve against root. `profile`: a name in profiles/,
+    else PIPELINE_PROFILE, else none."""
+    profile = profile or os.environ.get(PROFILE_ENV) or None
     path = Path(config_path)
     if not path.exists():
         raise ConfigError("", f"config file not found: {path}")
-    merged = _deep_merge(_read_yaml(defaults_path(path)), _read_yaml(path))
+    merged = _deep_merge(_deep_merge(_read_yaml(defaults_path(path)), read_profile(profile)), _read_yaml(path))
+    if profile:
+        merged["profile"] = profile
     merged.setdefault("name", path.stem)
     for item in overrides:
         try:
@@ -184,11 +255,12 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
     # `--set resources.x=...`) is reported under the key the user wrote, once.
     base_resources = build(Resources, top.resources, "resources")
     _check_resources(base_resources, "resources")
-    stages = {name: _build_stage(name, spec, base_resources) for name, spec in top.stages.items()}
+    stages = {name: _build_stage(name, spec, base_resources, top.partitions) for name, spec in top.stages.items()}
     if not stages:
         raise ConfigError("stages", "an experiment needs at least one stage")
     from pipeline.core.dag import check_graph  # the DAG checks live with the DAG code
     check_graph(stages)
+    _check_submit_host_needs(stages)
     dirs = {s: Path(d) for s, d in (top.variant.get("dirs") or {}).items()}
     return Experiment(top.name, top.seed, top.description, top.paths, top.setup, base_resources,
                       top.signal_delay_s, top.stage_modules, stages, source, raw, top.variant.get("name", ""), dirs)
@@ -221,7 +293,7 @@ def resolved_stage_config(exp: Experiment, name: str, fingerprint: str, index: i
             "resources": to_dict(stage.resources), "setup": list(stage.setup), "experiment": experiment}
 
 
-def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
+def _build_stage(name: str, spec: Any, base: Resources, partitions: Partitions) -> Stage:
     key = f"stages.{name}"
     _check_name(key, name)
     if not isinstance(spec, dict):
@@ -237,6 +309,8 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     head = build(StageSpec, {k: v for k, v in spec.items() if k in reserved}, key)
     params = build(registered.params, {k: v for k, v in spec.items() if k not in reserved}, key)
     resources = build(Resources, {**to_dict(base), **head.resources}, f"{key}.resources")
+    if resources.partition is None:       # the profile's partition for its kind of stage (CPU or GPU)
+        resources = dataclasses.replace(resources, partition=partitions.for_gpus(resources.gpus))
     _check_resources(resources, f"{key}.resources")
     if registered.several_processes and resources.gpus:
         resources = dataclasses.replace(resources, tasks=resources.gpus)      # one process per GPU
@@ -250,8 +324,21 @@ def _build_stage(name: str, spec: Any, base: Resources) -> Stage:
     if resources.array > 1 and resources.world_size > 1:
         raise ConfigError(f"{key}.resources", "array tasks run as one process each: set nodes: 1 and tasks: 1, "
                           "or array: 1")
+    if head.where == SUBMIT_HOST and (resources.gpus or resources.world_size > 1 or resources.array > 1):
+        raise ConfigError(f"{key}.where", "a stage that runs on the submit host runs as one plain process there: "
+                          "it cannot ask for gpus, several tasks or nodes, or a job array (set where: cluster)")
     return Stage(name, kind, head.needs, params, resources, head.setup, registered.module,
-                 registered.needs_order_only)
+                 registered.needs_order_only, head.where)
+
+
+def _check_submit_host_needs(stages: dict[str, Stage]) -> None:
+    """A stage on the submit host runs before any job is queued: it can only need stages that run
+    there too."""
+    for stage in stages.values():
+        jobs = [d for d in stage.needs if not stages[d].on_submit_host] if stage.on_submit_host else []
+        if jobs:
+            raise ConfigError(f"stages.{stage.name}.where", f"runs on the submit host, but needs {jobs[0]!r}, which "
+                              f"runs as a job; set stages.{jobs[0]}.where: submit_host too, or this one to cluster")
 
 
 def _check_name(key: str, name: str) -> None:

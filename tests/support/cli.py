@@ -22,6 +22,18 @@ def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None =
     return proc
 
 
+def checkout(tmp_path: Path) -> Path:
+    """A checkout to submit from (SLURM's default output and logs/ land here, not in the repo): a
+    copy of the code, so an edit in the repo while the job runs changes no stage's fingerprint."""
+    import shutil
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("configs", "pipeline", "jobs"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / ".venv").symlink_to(REPO / ".venv")
+    return root
+
+
 def sets(overrides: list[str]) -> list[str]:
     """`--set` before each override."""
     return [a for o in overrides for a in ("--set", o)]

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from pipeline.core.paths import log_dir
 from pipeline.executors.base import After, Executor, LiveJob, SchedulerUnavailable, Submission, UsageRequest
-from pipeline.executors.slurm.formats import mem_mb, time_minutes
+from pipeline.executors.slurm.formats import gpu_request, mem_mb, time_minutes
 from pipeline.executors.slurm.sacct import (FAILED_STATES, SACCT_FIELDS, array_id, parse_sacct, parse_squeue,
                                             stage_usage)
 
@@ -63,9 +63,9 @@ class SlurmExecutor(Executor):
         params = dict(job_name=f"{exp.name}.{stage}", time=time_minutes(r.time), cpus_per_task=r.cpus_per_task,
                       mem=r.mem, setup=[f"cd {shlex.quote(os.getcwd())}", *exp.setup, *s.setup],
                       signal_delay_s=exp.signal_delay_s, stderr_to_stdout=True,
-                      additional_parameters=dict(r.extra))
+                      additional_parameters={**gpu_request(r), **r.extra})
         optional = dict(partition=r.partition, constraint=r.constraint, account=r.account, qos=r.qos,
-                        gpus_per_node=r.gpus or None, dependency=dependency(after))
+                        dependency=dependency(after))
         params.update({k: v for k, v in optional.items() if v is not None})
         if r.world_size > 1:
             # One process per task, started by srun; a task that exits with an error ends the step

@@ -19,7 +19,7 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def check_request(r, key: str) -> None:
     """What sbatch would read wrongly, or refuse halfway through a DAG, is refused here."""
-    for name in ("partition", "constraint", "account", "qos"):
+    for name in ("partition", "constraint", "account", "qos", "gpu_type"):
         _check_slurm_name(f"{key}.{name}", getattr(r, name))
     _check_text(f"{key}.time", r.time)
     try:
@@ -31,6 +31,16 @@ def check_request(r, key: str) -> None:
         raise ConfigError(f"{key}.mem", f"got {r.mem!r}; expected a number with an optional K/M/G/T suffix")
     for opt, value in r.extra.items():
         _check_extra(f"{key}.extra.{opt}", opt, value)
+
+
+def gpu_request(r, form: str | None = None) -> dict[str, str]:
+    """The sbatch/srun option that asks for a stage's GPUs, in the cluster's form (`gpu_request`, or
+    `form` where a command only takes one): {"gpus-per-node": "[type:]N"} or {"gres": "gpu:[type:]N"};
+    {} without GPUs."""
+    if not r.gpus:
+        return {}
+    typed = f"{r.gpu_type}:{r.gpus}" if r.gpu_type else str(r.gpus)
+    return {"gres": f"gpu:{typed}"} if (form or r.gpu_request) == "gres" else {"gpus-per-node": typed}
 
 
 def _check_text(key: str, value: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 
 from pipeline.core.paths import LOGS, allocation_log
-from pipeline.executors.slurm.formats import mem_mb, time_minutes
+from pipeline.executors.slurm.formats import gpu_request, mem_mb, time_minutes
 
 DEFAULT_FOLDER = "sbatch"   # sbatch/<experiment>.sbatch, committed beside the configs
 
@@ -24,8 +24,9 @@ def default_path(exp) -> str:
 
 
 def allocation(exp) -> dict:
-    """One allocation big enough for the largest stage, long enough for all of them in a row."""
-    stages = list(exp.stages.values())
+    """One allocation big enough for the largest stage, long enough for all of them in a row (not
+    counting the stages that run on the submit host: never in this job)."""
+    stages = [s for s in exp.stages.values() if not s.on_submit_host] or list(exp.stages.values())
     biggest_mem = max(stages, key=lambda s: mem_mb(s.resources.mem)).resources.mem
     return {
         "job-name": exp.name,
@@ -36,8 +37,10 @@ def allocation(exp) -> dict:
         "ntasks-per-node": max(s.resources.tasks_per_node for s in stages)
         if any(s.resources.tasks_per_node > 1 for s in stages) else None,
         "mem": biggest_mem,
-        "gres": f"gpu:{max(s.resources.gpus for s in stages)}" if any(s.resources.gpus for s in stages) else None,
-        "partition": exp.resources.partition, "constraint": exp.resources.constraint,
+        **gpu_request(max(stages, key=lambda s: s.resources.gpus).resources),
+        # the partition of the stage asking for the most GPUs (a profile's GPU partition, if any)
+        "partition": max(stages, key=lambda s: s.resources.gpus).resources.partition if exp.raw.get("profile")
+        else exp.resources.partition, "constraint": exp.resources.constraint,
         "account": exp.resources.account, "qos": exp.resources.qos,
         # No --output: SLURM opens it before the script runs and, if its folder is missing, the job
         # fails with no log anywhere. Its default (slurm-<jobid>.out in the submit directory) only
@@ -52,9 +55,10 @@ def allocation(exp) -> dict:
 
 
 def render(exp, config_arg: str, overrides: list[str] = ()) -> str:
+    profile = [f"--profile {shlex.quote(exp.raw['profile'])}"] if exp.raw.get("profile") else []
     lines = [
         "#!/bin/bash",
-        f"# Rendered by `python -m pipeline render -c {config_arg}`: edit the YAML, not this file.",
+        f"# Rendered by `python -m pipeline render -c {' '.join([config_arg, *profile])}`: edit the YAML, not this file.",
         f"# Runs every stage of experiment {exp.name!r} in one allocation, each stage as its own job step",
         f"# (srun; sacct accounts each apart). Submit from the repo root: sbatch sbatch/{exp.name}.sbatch",
         f"# Log: {allocation_log(LOGS, exp.name, '<jobid>')} (slurm-<jobid>.out names it).",
@@ -63,6 +67,11 @@ def render(exp, config_arg: str, overrides: list[str] = ()) -> str:
     if arrays:
         lines.append(f"# Job arrays under `submit`: {', '.join(arrays)}; in this one allocation each runs as a "
                      "single task.")
+    here = [s.name for s in exp.stages.values() if s.on_submit_host]
+    if here:
+        lines += [f"# Not in this job (where: submit_host): {', '.join(here)}. First, on the login node:",
+                  f"#   python -m pipeline submit {' '.join(here)} -c {' '.join([config_arg, *profile])}"
+                  "   (else the job stops at once)"]
     for key, value in allocation(exp).items():
         if value is True:
             lines.append(f"#SBATCH --{key}")
@@ -84,7 +93,7 @@ def render(exp, config_arg: str, overrides: list[str] = ()) -> str:
         *dict.fromkeys(line for s in exp.stages.values() for line in s.setup),
         "",
         "exec python -m pipeline run all --as-steps -c " + " ".join(
-            [shlex.quote(config_arg)] + [f"--set {shlex.quote(o)}" for o in overrides]),
+            [shlex.quote(config_arg)] + profile + [f"--set {shlex.quote(o)}" for o in overrides]),
         "",
     ]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 
 from pipeline.executors.slurm.env import STEP_ENV, allocation_cpus, in_step, inside_allocation
 from pipeline.executors.slurm.executor import requeue
+from pipeline.executors.slurm.formats import gpu_request
 
 
 def step_command(exp, name: str, config_arg: str, overrides: list[str], fresh: bool,
@@ -31,8 +32,7 @@ def step_command(exp, name: str, config_arg: str, overrides: list[str], fresh: b
     cpus = min(resources.cpus_per_task, allocation_cpus(env) or resources.cpus_per_task)
     cmd = ["srun", f"--ntasks={resources.world_size}", f"--nodes={resources.nodes}", f"--cpus-per-task={cpus}",
            f"--job-name={exp.name}.{name}", "--kill-on-bad-exit=1"]
-    if resources.gpus:
-        cmd.append(f"--gres=gpu:{resources.gpus}")
+    cmd += [f"--{k}={v}" for k, v in gpu_request(resources, "gres").items()]
     cmd += [sys.executable, "-m", "pipeline", "run", name, "-c", config_arg]
     cmd += [a for o in overrides for a in ("--set", o)]
     return cmd + (["--force"] if fresh else [])

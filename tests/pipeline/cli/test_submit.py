@@ -2,6 +2,8 @@
 one line."""
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,17 @@ def test_slurm_refusing_a_stage_cancels_the_queued_one(slurm, tmp_path, workspac
     first_id = last.rsplit("queued: ", 1)[1]
     assert first_id.isdigit()
     assert wait_sacct_final([first_id]) == {first_id: "CANCELLED"}
+
+
+def test_dry_run_with_a_profile_shows_its_partitions_gpu_request_and_setup(workspace):
+    """`submit --dry-run --profile NAME`: the job scripts it would submit, each in the profile's
+    terms; the download (`where: submit_host`) is shown running here, not as a job."""
+    out = cli("submit", "all", "-c", "configs/emnist.yaml", "--executor", "slurm", "--dry-run",
+              "--profile", "gpu-cluster", *sets([f"paths.results={workspace}/results"])).stdout
+    scripts = dict(re.findall(r"----- (\w+)[^\n]*-----\n(.*?)(?=\n----- |\Z)", out, re.S))
+    assert "runs here, on the submit host" in out and "#SBATCH" not in scripts["download"]
+    for stage in ("linear_probe", "unfreeze", "full", "evaluate"):
+        assert "#SBATCH --partition=gpu" in scripts[stage] and "#SBATCH --gres=gpu:a100:1" in scripts[stage]
+    assert "#SBATCH --partition=cpu" in scripts["preprocess"] and "gres" not in scripts["preprocess"]
+    assert all("#SBATCH --account=my-project" in s and "module load python/3.11 cuda/12.4" in s
+               for name, s in scripts.items() if name != "download")

@@ -143,3 +143,43 @@ def test_cli_set_error_is_one_line(workspace):
         "got '99:99'; seconds must be 0-59 in the form M:S (SLURM forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S)",
         "nothing was submitted or run."]
 
+
+
+def test_a_profile_merges_between_defaults_and_the_experiment(tmp_path, monkeypatch):
+    """profiles/gpu-cluster.yaml: GPU stages to its GPU partition with the GPU type, CPU stages to
+    its CPU partition, its account and setup lines; what the experiment sets itself wins."""
+    exp = config.load(REPO / "configs" / "emnist.yaml", ["stages.evaluate.resources.partition=mine"],
+                      profile="gpu-cluster")
+    train, prep = exp.stages["full"].resources, exp.stages["preprocess"].resources
+    assert (train.partition, train.gpu_type, train.gpu_request, train.account) == ("gpu", "a100", "gres", "my-project")
+    assert (prep.partition, prep.gpus) == ("cpu", 0)
+    assert exp.stages["evaluate"].resources.partition == "mine"
+    assert exp.setup[0] == "module purge" and exp.raw["profile"] == "gpu-cluster"
+    monkeypatch.setenv(config.PROFILE_ENV, "local")          # the environment variable, when no --profile
+    assert config.load(REPO / "configs" / "quickstart.yaml").stages["train"].resources.partition == "debug"
+    plain = config.load(REPO / "configs" / "emnist.yaml", profile="")
+    monkeypatch.delenv(config.PROFILE_ENV)
+    assert config.load(REPO / "configs" / "emnist.yaml").stages["full"].resources.partition is None
+    assert plain.stages["full"].resources.partition == "debug"                    # "" falls back to the env
+
+
+def test_profile_errors_are_one_line_with_the_valid_choices(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"no cluster profile 'nope' .* profiles in .*: gpu-cluster, local"):
+        config.load(REPO / "configs" / "quickstart.yaml", profile="nope")
+    monkeypatch.setattr(config, "PROFILES_DIR", tmp_path)
+    (tmp_path / "typo.yaml").write_text("partitons: {gpu: a100}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml.*partitons.*description, partitions, resources, setup"):
+        config.load(REPO / "configs" / "quickstart.yaml", profile="typo")
+    (tmp_path / "badres.yaml").write_text("resources: {gpu_request: gpus}\n")
+    with pytest.raises(ConfigError, match=r"badres.yaml.*resources.gpu_request.*valid choices: gres, gpus-per-node"):
+        config.load(REPO / "configs" / "quickstart.yaml", profile="badres")
+
+
+def test_a_submit_host_stage_can_only_need_submit_host_stages():
+    with pytest.raises(ConfigError, match=r"stages.preprocess.where.*needs 'download', which runs as a job"):
+        config.load(REPO / "configs" / "quickstart.yaml", ["stages.preprocess.where=submit_host"])
+    with pytest.raises(ConfigError, match=r"stages.train.where.*cannot ask for gpus"):
+        config.load(REPO / "configs" / "quickstart.yaml", ["stages.train.where=submit_host",
+                                                            "stages.preprocess.where=submit_host",
+                                                            "stages.download.where=submit_host",
+                                                            "stages.train.resources.gpus=1"])

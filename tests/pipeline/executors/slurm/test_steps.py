@@ -15,7 +15,7 @@ from pipeline.core import config
 from pipeline.executors.slurm import steps
 from pipeline.executors.slurm.sacct import parse_duration
 from pipeline.runner import plan_run, run_targets
-from tests.support.cli import REPO, cli, sets
+from tests.support.cli import REPO, checkout, cli, sets
 from tests.support.cluster import (
     sacct,
     squeue_state,
@@ -50,17 +50,6 @@ stages:
 """
 
 
-def _checkout(tmp_path: Path) -> Path:
-    """A checkout to submit from (SLURM's default output and logs/ land here, not in the repo): a
-    copy of the code, so an edit in the repo while the job runs changes no stage's fingerprint."""
-    root = tmp_path / "checkout"
-    root.mkdir()
-    for name in ("configs", "pipeline", "jobs"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / ".venv").symlink_to(REPO / ".venv")
-    return root
-
-
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     """`python -m pipeline ...` in the copied checkout (the code the job ran)."""
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=root, capture_output=True, text=True,
@@ -91,7 +80,7 @@ def test_committed_quickstart_sbatch_runs_each_stage_as_its_own_step(slurm, tmp_
     allocation, each its own job step. The checkout has no logs/ folder: the job creates it and
     still logs there (SLURM itself would not create the folder of an --output path). The
     committed file is the rendered one (tests/pipeline/executors/slurm/test_render.py keeps them in sync)."""
-    root = _checkout(tmp_path)
+    root = checkout(tmp_path)
     shutil.copytree(REPO / "sbatch", root / "sbatch")
     assert not (root / "logs").exists()
     overrides = [f"paths.{k}={root / k}" for k in ("results", "logs", "data", "cache")]
@@ -136,7 +125,7 @@ def test_failed_step_stops_the_job_and_usr1_requeues_and_resumes(slurm, tmp_path
     """A stage that fails ends the job (FAILED) with no later step; USR1 before the time limit
     stops the running step, requeues the job, and the stage resumes in the next attempt, where
     efficiency.csv sums both of its steps."""
-    root = _checkout(tmp_path)
+    root = checkout(tmp_path)
     cfg = root / "alloc.yaml"
     marker = tmp_path / "marker"
     cfg.write_text(SMALL.replace("MARKER", str(marker)).replace("LAST_EXIT", "3"))
