@@ -337,11 +337,22 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
             runs[run["folder"]] = run
             submitted += _submit_one(run, executor, after, live, dry_run)
         _print_variant_table(runs, dry_run)
+        _say_what_runs_again(runs, len(exps))
     if dry_run:
         return 0
     if wait and executor.queues_jobs:
         return _wait_variants(exps)
     return 1 if any(r["row"].get("state") in ("failed", "never-run") for r in runs.values()) else 0
+
+
+def _say_what_runs_again(runs: dict, variants: int) -> None:
+    """After a sweep in which some runs failed: which variants this submit runs again (the
+    others' results are kept), in one line."""
+    again = sorted({v for r in runs.values() if r["row"]["action"] == "submit" and r["row"].get("failed_before")
+                    for v in r["variants"]})
+    if again:
+        print(f"[pipeline] {len(again)} of {variants} variant(s) run again (their last run failed or was "
+              f"interrupted; the others' results are kept): {', '.join(again)}")
 
 
 def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: dict) -> dict:
@@ -352,10 +363,17 @@ def _plan_runs(exps: list[Experiment], targets: list[str], force: bool, live: di
             if contract.experiment_wide(exp.stages[row["stage"]].kind):
                 continue
             folder = exp.stage_dir(row["stage"])
+            row["failed_before"] = row["action"] == "submit" and _ended_without_result(folder)
             run = runs.setdefault(folder, {"stage": row["stage"], "exp": exp, "folder": folder, "row": row,
                                            "variants": []})
             run["variants"].append(exp.variant)
     return runs
+
+
+def _ended_without_result(folder: Path) -> bool:
+    """The stage's last job or attempt ended without its result (failed, interrupted, never run)."""
+    record, attempts = state.job_record(folder), state.read_attempts(folder).get("attempts") or [{}]
+    return record.get("state") in ("failed", "never-run") or attempts[-1].get("status") in ("failed", "interrupted")
 
 
 def _array_groups(runs: list[dict], executor: Executor) -> list[list[dict]]:

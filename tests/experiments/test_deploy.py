@@ -44,7 +44,7 @@ def deploy_run(slurm, tmp_path_factory):
     fixture = write_tiny_imagenet(root / "data" / "tinyimagenet")      # <paths.data>/<dataset>
     overrides = overrides_for(root)
     ids = job_ids_from_table(cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(overrides)).stdout)
-    assert list(ids) == STAGES
+    assert list(ids) == STAGES[1:]                        # download ran here, on the submit host
     wait_for_jobs(list(ids.values()), timeout=400)
     cli("report", "-c", CONFIG, *sets(overrides))
     return {"root": root, "fixture": fixture, "overrides": overrides, "results": root / "results" / "deploy"}

@@ -13,6 +13,7 @@ import pytest
 from pipeline.executors.slurm.executor import SlurmExecutor
 from tests.support.cli import cli, sets
 from tests.support.cluster import wait_for_jobs, wait_sacct_final
+from tests.support.experiments import write_experiment
 from tests.support.results import read_csv
 
 pytestmark = pytest.mark.slurm
@@ -119,3 +120,29 @@ def test_the_report_compares_the_variants(sweep):
         eff = [r for r in csv.DictReader(f) if r["stage"] == "train"]
     assert {r["variant"] for r in eff} == {"lr-0.001", "lr-0.003", "lr-0.01", "width-8", "width--1", "width-16"}
     assert all(r["sacct_state"] == "COMPLETED" for r in eff if r["variant"].startswith("lr-"))
+
+
+def test_resubmitting_a_half_failed_sweep_reruns_only_the_failed_variants(slurm, tmp_path):
+    """Variants 2 and 4 of 4 fail (a file says so); once the cause is gone, the same submit runs
+    those two again, as one job array of 2 tasks, says which, and keeps the other two."""
+    fails = tmp_path / "fail-"
+    config = write_experiment(tmp_path, {
+        "name": "halves", "paths": {"results": str(tmp_path / "results"), "logs": str(tmp_path / "logs")},
+        "resources": {"cpus_per_task": 1, "mem": "300M", "time": "00:05:00"},
+        "stages": {"work": {"kind": "command", "env": {"N": "0", "FAILS": str(fails)}, "argv": [
+            "python", "-c", "import os, sys; sys.exit(3 if os.path.exists(os.environ['FAILS'] + os.environ['N']) else 0)"]}}})
+    for n in (2, 4):
+        (tmp_path / f"fail-{n}").touch()
+    sweep = ["--sweep", "stages.work.env.N=1,2,3,4", "--executor", "slurm", "-c", str(config)]
+    first = cli("submit", "all", *sweep, "--wait", check=False)
+    assert first.returncode == 1 and "2 of 4 variant(s) done" in first.stdout
+    for n in (2, 4):
+        (tmp_path / f"fail-{n}").unlink()
+    again = cli("submit", "all", *sweep, "--wait")
+    rows = [r for r in _table(again.stdout) if r["stage"] == "work"]
+    rerun = [r for r in rows if r["action"] == "submit"]
+    assert [r["variants"] for r in rerun] == ["N-2", "N-4"], again.stdout
+    assert {r["job_id"].split("_")[0] for r in rerun} == {rerun[0]["job_id"].split("_")[0]}   # one array
+    assert [r["action"] for r in rows if r not in rerun] == ["cached", "cached"]
+    assert "2 of 4 variant(s) run again" in again.stdout and "N-2, N-4" in again.stdout
+    assert "4 of 4 variant(s) done" in again.stdout
