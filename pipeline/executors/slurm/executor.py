@@ -6,6 +6,7 @@ parses their output with the pure functions of sacct.py.
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Iterable
 
 from pipeline.core.paths import log_dir
-from pipeline.executors.base import After, Executor, LiveJob, SchedulerUnavailable, Submission, UsageRequest
+from pipeline.executors.base import (After, Executor, LiveJob, SchedulerUnavailable, Submission, SubmitError,
+                                     UsageRequest)
 from pipeline.executors.slurm.formats import gpu_request, mem_mb, time_minutes
 from pipeline.executors.slurm.sacct import (FAILED_STATES, SACCT_FIELDS, array_id, parse_sacct, parse_squeue,
                                             stage_usage)
@@ -81,11 +83,12 @@ class SlurmExecutor(Executor):
         ex = self._executor(exp, stage, after)
         job = _stage_job_class()(self.entry)
         tasks = exp.stages[stage].resources.array
-        if tasks == 1:
-            submitted = ex.submit(job, exp.raw, stage)
-            return Submission(stage, str(submitted.job_id), Path(submitted.paths.stdout), "submitted")
-        with ex.batch():   # one sbatch --array=0-(N-1)%limit; the stage records the array's id
-            jobs = [ex.submit(job, exp.raw, stage) for _ in range(tasks)]
+        with refusal_explained(exp, stage):
+            if tasks == 1:
+                submitted = ex.submit(job, exp.raw, stage)
+                return Submission(stage, str(submitted.job_id), Path(submitted.paths.stdout), "submitted")
+            with ex.batch():   # one sbatch --array=0-(N-1)%limit; the stage records the array's id
+                jobs = [ex.submit(job, exp.raw, stage) for _ in range(tasks)]
         return Submission(stage, array_id(str(jobs[0].job_id)), Path(jobs[0].paths.stdout), "submitted")
 
     def submit_array(self, exps: list, stage: str, after: After, limit: int = 0) -> list[Submission]:
@@ -96,7 +99,7 @@ class SlurmExecutor(Executor):
         ex = self._executor(exp, stage, after)
         ex.update_parameters(array_parallelism=limit or len(exps))
         job = _stage_job_class()(self.entry)
-        with ex.batch():
+        with refusal_explained(exp, stage), ex.batch():
             jobs = [ex.submit(job, e.raw, stage) for e in exps]
         return [Submission(stage, str(j.job_id), Path(j.paths.stdout), "submitted") for j in jobs]
 
@@ -137,6 +140,42 @@ class SlurmExecutor(Executor):
 
     def describe(self, after: After) -> str:
         return dependency(after) or ""
+
+
+# What sbatch says when it refuses a job (SLURM 22.05's messages, matched loosely: older and newer
+# versions word some of them differently) -> the setting to change, and how to find a valid value.
+REFUSALS = (
+    (r"violates|qosmax|assocmax|qosgrp|assocgrp", "qos", "one whose limits allow this request, or ask for less "
+     "(`sacctmgr show assoc user=$USER`)"),
+    (r"invalid partition", "partition", "a partition of `sinfo -s` (or set the profile's partitions)"),
+    (r"invalid account", "account", "one of `sacctmgr show assoc user=$USER format=account`"),
+    (r"invalid qos", "qos", "one of `sacctmgr show assoc user=$USER format=qos`"),
+    (r"invalid feature|invalid constraint", "constraint", "features of `sinfo -o '%P %f'`"),
+    (r"gres|generic resource|gpu", "gpus", "what `sinfo -o '%P %G'` lists (gpus, gpu_type, gpu_request)"),
+    (r"time limit", "time", "within the partition's limit (`sinfo -o '%P %l'`)"),
+    (r"node configuration is not available", "cpus_per_task", "what a node of the partition has "
+     "(cpus_per_task, mem, gpus, constraint: `sinfo -N -o '%P %c %m %G %f'`)"),
+)
+
+
+@contextlib.contextmanager
+def refusal_explained(exp, stage: str):
+    """A job sbatch refuses: SubmitError, one line with sbatch's own words and the setting to change."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - submitit raises plain RuntimeErrors with sbatch's output
+        raise SubmitError(explain_refusal(str(err), exp.stages[stage].resources, f"stages.{stage}.resources")) from err
+
+
+def explain_refusal(text: str, resources, key: str) -> str:
+    """sbatch's refusal (its last `error:` line) and the resource setting it is about."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = next((line.split("error:", 1)[1].strip() for line in reversed(lines) if "error:" in line),
+                lines[-1] if lines else "no reason given")
+    for pattern, name, valid in REFUSALS:
+        if re.search(pattern, said, re.I):
+            return f"sbatch refused it: {said}; change {key}.{name} (now {getattr(resources, name)!r}) to {valid}"
+    return f"sbatch refused it: {said}"
 
 
 def dependency(after: After) -> str | None:

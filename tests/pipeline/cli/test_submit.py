@@ -11,7 +11,7 @@ import pytest
 from pipeline.core import config
 from pipeline.executors.base import Executor, Submission, SubmitError
 from tests.support.cluster import wait_sacct_final
-from tests.support.cli import cli, sets
+from tests.support.cli import REPO, cli, sets
 from tests.support.experiments import write_experiment
 
 
@@ -78,6 +78,45 @@ def test_slurm_refusing_a_stage_cancels_the_queued_one(slurm, tmp_path, workspac
     first_id = last.rsplit("queued: ", 1)[1]
     assert first_id.isdigit()
     assert wait_sacct_final([first_id]) == {first_id: "CANCELLED"}
+
+
+@pytest.mark.slurm
+def test_a_sweep_refused_halfway_cancels_its_arrays_and_names_the_setting(slurm, tmp_path, workspace):
+    """sbatch refuses the second stage's array (a node feature no node has): the first stage's
+    array, already queued, is cancelled, and the one line names the setting to change."""
+    path = chain_config(tmp_path, workspace, "{constraint: nosuchfeature}")
+    proc = cli("submit", "all", "-c", str(path), "--executor", "slurm", "--sweep", "stages.first.argv=[[sleep, '60'], "
+               "[sleep, '61']]", *sets(workspace["overrides"]), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]     # after sbatch's own line, which submitit passes through
+    assert last.startswith("error: stage 'second' (a job array of 2 variants) could not be submitted: sbatch refused "
+                           "it: Batch job submission failed: Invalid feature specification; change "
+                           "stages.second.resources.constraint (now 'nosuchfeature') to features of"), last
+    queued = last.rsplit("queued: ", 1)[1].split(", ")
+    assert len(queued) == 2 and queued[0].endswith("_0") and queued[1].endswith("_1")
+    assert set(wait_sacct_final([queued[0].split("_")[0]]).values()) == {"CANCELLED"}   # never started
+
+
+def test_sbatch_refusals_name_the_setting_to_change():
+    from pipeline.executors.slurm.executor import explain_refusal
+    resources = config.load(REPO / "configs" / "quickstart.yaml", ["resources.account=nope"]).stages["train"].resources
+    said = {  # sbatch's stderr as SLURM 22.05 words it (recorded on the local cluster and from its source)
+        "partition": "sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission failed: "
+                     "Invalid partition name specified",
+        "account": "sbatch: error: Batch job submission failed: Invalid account or account/partition combination "
+                   "specified",
+        "qos": "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, "
+               "user's size and/or time limits)",
+        "gpus": "sbatch: error: Invalid generic resource (gres) specification",
+        "time": "sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds "
+                "some limit)",
+    }
+    for setting, text in said.items():
+        line = explain_refusal(text, resources, "stages.train.resources")
+        assert f"change stages.train.resources.{setting} (now {getattr(resources, setting)!r})" in line, line
+        assert "\n" not in line and line.startswith("sbatch refused it: ")
+    assert "account (now 'nope')" in explain_refusal(said["account"], resources, "stages.train.resources")
+    assert explain_refusal("sbatch: error: something new", resources, "k") == "sbatch refused it: something new"
 
 
 def test_dry_run_with_a_profile_shows_its_partitions_gpu_request_and_setup(workspace):
