@@ -58,7 +58,7 @@ class Resources:
     gpu_type: Optional[str] = field(default=None, metadata={
         "help": "GPU model to ask for, in the cluster's own name (e.g. a100); null = any"})
     gpu_request: Literal["gres", "gpus-per-node"] = field(default="gres", metadata={
-        "help": "how GPUs are asked for: --gres=gpu:[type:]N (every batch-system version) or --gpus-per-node=[type:]N"})
+        "help": "how GPUs are asked for: --gres=gpu:[type:]N (the form every version takes) or --gpus-per-node=[type:]N"})
     constraint: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None

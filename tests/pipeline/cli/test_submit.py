@@ -131,3 +131,20 @@ def test_dry_run_with_a_profile_shows_its_partitions_gpu_request_and_setup(works
     assert "#SBATCH --partition=cpu" in scripts["preprocess"] and "gres" not in scripts["preprocess"]
     assert all("#SBATCH --account=my-project" in s and "module load python/3.11 cuda/12.4" in s
                for name, s in scripts.items() if name != "download")
+
+
+def test_wait_polls_less_often_while_nothing_changes(monkeypatch):
+    """One squeue per poll; the pause grows x1.5 (to 60 s) while the queue stays the same and
+    drops back when a job starts or ends."""
+    from pipeline.cli import submit as submit_mod
+    from pipeline.executors import LiveJob
+    pending, running = LiveJob("pending", "Priority"), LiveJob("running", "RUNNING")
+    queue = [{"1": pending}] * 4 + [{"1": running}] * 12 + [{}]
+    polls, pauses = [], []
+    monkeypatch.setattr(submit_mod, "_live", lambda executor, exps: polls.append(1) or queue[len(polls) - 1])
+    monkeypatch.setattr(submit_mod.time, "sleep", pauses.append)
+    submit_mod._wait_until_settled([], poll_s=3.0)
+    assert len(polls) == len(queue) and len(pauses) == len(queue) - 1
+    assert pauses[:4] == [3.0, 4.5, 6.75, 10.125]                      # pending, unchanged
+    assert pauses[4] == 3.0                                             # it started: back to the first pause
+    assert pauses[5:9] == [4.5, 6.75, 10.125, 15.1875] and max(pauses) == 60.0
