@@ -78,7 +78,7 @@ def submit(exp: Experiment, executor: Executor, targets: list[str], force: bool 
                     _mark_cached(exp, r["stage"])
                 continue
             if here and exp.stages[r["stage"]].on_submit_host:
-                _run_on_submit_host(exp, r, here, dry_run)
+                _run_on_submit_host(exp, r, executor, here, live, dry_run)
                 continue
             after = After(ok=tuple(job_of[d] for d in exp.stages[r["stage"]].needs if d in job_of))
             if contract.experiment_wide(exp.stages[r["stage"]].kind) and executor.queues_jobs:
@@ -121,18 +121,16 @@ def _submit_host(executor: Executor, dry_run: bool) -> Executor | None:
     return executors.make_executor("local", dry_run, executor.entry) if executor.queues_jobs else None
 
 
-def _run_on_submit_host(exp: Experiment, row: dict, here: Executor, dry_run: bool, folder: Path | None = None) -> None:
+def _run_on_submit_host(exp: Experiment, row: dict, executor: Executor, here: Executor, live: dict,
+                        dry_run: bool) -> None:
     """Run a `where: submit_host` stage now, before anything that needs it is queued; a failure
     ends the submit before any job is queued (SubmitError, with its log)."""
-    stage = row["stage"]
+    stage, folder = row["stage"], exp.stage_dir(row["stage"])
     if dry_run:
         print(f"----- {stage}: runs here, on the submit host, before any job is queued -----\n"
               f"{here.script(exp, stage)}")
         return
-    folder = folder or exp.stage_dir(stage)
-    state.clear_success(folder)
-    if row["why"] == "--force" or row["why"].startswith("upstream "):
-        state.discard_attempts(folder)
+    _prepare_rerun(exp, executor, row, live)     # e.g. a job of it queued before it was marked so
     print(f"[pipeline] {stage}: runs on the submit host (where: submit_host), before the jobs", flush=True)
     sub = here.submit(exp, stage)
     row.update(job_id=sub.job_id, log=str(sub.log), state=sub.state)
@@ -314,7 +312,7 @@ def submit_variants(exps: list[Experiment], executor: Executor, targets: list[st
         here = _submit_host(executor, dry_run)
         for r in todo if here else []:       # before any job: a failure here queues nothing
             if r["exp"].stages[r["stage"]].on_submit_host:
-                _run_on_submit_host(r["exp"], r["row"], here, dry_run, r["folder"])
+                _run_on_submit_host(r["exp"], r["row"], executor, here, live, dry_run)
         todo = [r for r in todo if not (here and r["exp"].stages[r["stage"]].on_submit_host)]
         submitted: list[str] = []
         try:

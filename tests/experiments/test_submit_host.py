@@ -36,7 +36,7 @@ stages:
 def _sbatch_wait(root, script) -> tuple[int, str, str]:
     """`sbatch --wait` from the checkout: (exit code, job id, the allocation's log)."""
     proc = subprocess.run(["sbatch", "--parsable", "--wait", str(script)], cwd=root, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=300)     # the queue may hold it behind other jobs
     job = proc.stdout.strip().split(";")[0]
     return proc.returncode, job, (root / "logs" / f"fetched-{job}.out").read_text()
 
@@ -69,7 +69,7 @@ def test_submit_host_stage_runs_at_submit_and_the_rendered_job_refuses_without_i
     assert fetch_job["executor"] == "local" and fetch_job["state"] == "done"
     script = (root / "logs" / "fetched" / "use" / f"{jobs['use']}_submission.sh").read_text()
     assert "--dependency" not in script
-    wait_for_jobs([jobs["use"]], timeout=60)
+    wait_for_jobs([jobs["use"]], timeout=300)
     acct = json.loads((results / "fetch" / "accounting.json").read_text())
     assert acct["ran_on"] == "submit_host" and acct["node"] == socket.gethostname()
     assert json.loads((results / "use" / "accounting.json").read_text())["ran_on"] == "job"
