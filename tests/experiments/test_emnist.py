@@ -104,7 +104,8 @@ def test_dag_completes_on_slurm_with_exact_parameter_counts(emnist_run):
     states = status_json(CONFIG, emnist_run["overrides"])
     assert [states[s]["state"] for s in STAGES] == ["done"] * len(STAGES)
     rows = efficiency(emnist_run["root"] / "results", "emnist")
-    assert list(rows) == STAGES and {r["sacct_state"] for r in rows.values()} == {"COMPLETED"}
+    assert list(rows) == STAGES and {r["sacct_state"] for s, r in rows.items() if s != "download"} == {"COMPLETED"}
+    assert rows["download"]["ran_on"] == "submit_host" and rows["download"]["sacct_state"] == ""   # no job
     assert int(rows["linear_probe"]["trainable_params"]) == FC == 31_806
     assert int(rows["unfreeze"]["trainable_params"]) == LAYER4 + FC
     assert int(rows["full"]["trainable_params"]) == BACKBONE + FC
