@@ -47,16 +47,21 @@ def plain_table(rows: list[dict]) -> str:
 
 
 def rich_table(rows: list[dict]):
-    """The same table for a terminal, a bar beside each running stage that reports how far it is."""
+    """The same table for a terminal, a bar beside each running stage that reports how far it is;
+    without the log paths, which a live view has no room for (`status` prints them)."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     header, body = _cells(rows)
+    keep = [i for i, name in enumerate(header) if name != "log"]
+    header, body = [header[i] for i in keep], [tuple(cells[i] for i in keep) for cells in body]
     at = header.index("progress") if "progress" in header else None
-    table = Table(*header[:at] if at is not None else header, box=None, pad_edge=False)
-    if at is not None:
-        table.add_column("")                         # the bar
-        for name in header[at:]:
-            table.add_column(name)
+    table = Table(box=None, pad_edge=False)
+    for i, name in enumerate(header):
+        if i == at:
+            table.add_column("", width=12)          # the bar
+        # on a narrow terminal the detail gives way (ellipsis), the other columns never
+        widest = max([len(name)] + [len(str(cells[i])) for cells in body])
+        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=8 if name == "detail" else widest)
     colours = {"running": "cyan", "pending": "yellow", "done": "green", "cached": "green",
                "failed": "red", "interrupted": "red", "never-run": "red"}
     for r, cells in zip(rows, body):
@@ -65,7 +70,7 @@ def rich_table(rows: list[dict]):
         cells[state_at] = f"[{colours.get(r['state'], 'default')}]{cells[state_at]}[/]"
         if at is not None:
             p = r.get("progress") or {}
-            bar = ProgressBar(total=p["of"], completed=p["done"], width=20) if p.get("of") else ""
+            bar = ProgressBar(total=p["of"], completed=p["done"], width=12) if p.get("of") else ""
             cells.insert(at, bar)
         table.add_row(*cells)
     return table

@@ -71,7 +71,7 @@ def read(folder: Path, now: float | None = None) -> dict | None:
     data = dict(data or {})
     if data.get("eta_s") is not None and data.get("updated"):
         since = (time.time() if now is None else now) - data["updated"]
-        data["eta_s"] = max(0.0, data["eta_s"] - since)
+        data["eta_s"] = round(max(0.0, data["eta_s"] - since), 1)
     if tasks:
         data["tasks"] = tasks
     return data

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from tests.support.cli import REPO, cli, job_ids_from_table, sets
+from tests.support.cli import REPO, cli, job_ids_from_table, sets, status_json
+from tests.support.cluster import wait_until
 from tests.support.experiments import write_experiment
 
 pytestmark = pytest.mark.slurm
@@ -59,8 +60,16 @@ def test_watch_follows_a_slurm_dag_to_its_end(slurm, tmp_path):
     config = str(write_experiment(tmp_path, TICKING, "ticking.yaml"))
     overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
     jobs = job_ids_from_table(cli("submit", "all", "-c", config, "--executor", "slurm", *overrides).stdout)
+    rows: dict = {}
+
+    def reporting() -> bool:          # status --json carries the running stage's progress
+        rows.update(status_json(config, overrides[1::2]))
+        return rows["count"]["state"] == "running" and bool(rows["count"]["progress"])
+    wait_until(reporting, timeout=240)          # a shared cluster may start it late; alone, in ~3 s
+    count = rows["count"]["progress"]
+    assert (count["unit"], count["of"]) == ("tick", 6) and 0 <= count["done"] < 6 and rows["after"]["progress"] is None
     code, out = run_in_pty([sys.executable, "-m", "pipeline", "status", "-c", config, "--watch", "1", *overrides],
-                           timeout=90)
+                           timeout=240)
     assert code == 0, out
     ticks = [int(t) for t in re.findall(r"tick (\d)/6", out)]
     etas = [int(e) for e in re.findall(r"tick \d/6 · ETA (\d+)s", out)]
