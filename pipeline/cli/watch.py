@@ -51,6 +51,7 @@ def rich_table(rows: list[dict]):
     without the log paths, which a live view has no room for (`status` prints them)."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
+    from rich.text import Text
     header, body = _cells(rows)
     keep = [i for i, name in enumerate(header) if name != "log"]
     header, body = [header[i] for i in keep], [tuple(cells[i] for i in keep) for cells in body]
@@ -65,9 +66,9 @@ def rich_table(rows: list[dict]):
     colours = {"running": "cyan", "pending": "yellow", "done": "green", "cached": "green",
                "failed": "red", "interrupted": "red", "never-run": "red"}
     for r, cells in zip(rows, body):
-        cells = list(cells)
-        state_at = header.index("state")
-        cells[state_at] = f"[{colours.get(r['state'], 'default')}]{cells[state_at]}[/]"
+        # Text, not markup: a detail like "[pipeline] ..." is shown as it is
+        cells = [Text(str(c), style=colours.get(r["state"], "") if name == "state" else "")
+                 for name, c in zip(header, cells)]
         if at is not None:
             p = r.get("progress") or {}
             bar = ProgressBar(total=p["of"], completed=p["done"], width=12) if p.get("of") else ""

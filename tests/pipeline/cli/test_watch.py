@@ -46,7 +46,9 @@ def test_ctrl_c_stops_watching_and_says_the_jobs_go_on():
 def test_the_terminal_table_draws_a_bar_for_a_running_stage():
     from rich.console import Console
     console = Console(record=True, width=200, color_system=None)
-    console.print(watch.rich_table([row("train", "running", RUNNING), row("evaluate", "pending")]))
+    console.print(watch.rich_table([row("train", "running", RUNNING),
+                                    row("evaluate", "pending", reason="[red]not markup[/]")]))
     text = console.export_text()
+    assert "[red]not markup[/]" in text
     train = next(line for line in text.splitlines() if line.startswith("train"))
     assert "━" in train and "epoch 3/10" in train and "━" not in text.splitlines()[-1]
