@@ -86,7 +86,7 @@ def _task_counts(files: StagePaths) -> dict[str, int]:
         key = {"done": "done", "running": "running"}.get(last, "failed" if last else None)
         if key:
             counts[key] += 1
-    return counts if task_dirs else {}
+    return counts if len(task_dirs) > 1 else {}      # one task: the stage's own state says it all
 
 
 def describe(progress: dict | None) -> str:

@@ -63,6 +63,9 @@ def test_array_tasks_are_counted_from_each_tasks_last_attempt(tmp_path):
     data = read(tmp_path)
     assert data["tasks"] == {"done": 1, "running": 2, "failed": 1}
     assert describe(data) == "tasks 1 done, 2 running, 1 failed"
+    single = tmp_path / "single"
+    safeio.atomic_write_json(paths.StagePaths(single).task(0).attempts, {"attempts": [{"status": "running"}]})
+    assert read(single) is None          # one task: the stage's own state says it all
 
 
 def test_durations_read_at_a_glance():
