@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from pipeline.accounting.record import device_hours
 from pipeline.core import paths
+from pipeline.core.progress import no_progress
 # Part of the contract: a kind's params dataclass raises it from __post_init__ for a bad value.
 from pipeline.core.schema import ConfigError  # noqa: F401
 
@@ -61,6 +62,9 @@ class StageContext:
     world_size: int = 1           # nodes x tasks, one process group); only rank 0 writes results
     task: int = 0                 # this job-array task (resources.array): tasks share out_dir and
     num_tasks: int = 1            # coordinate through it (a study); each may write there
+    # progress(done, of, unit, train_loss=, val_acc=, images_per_s=, best_value=...): how
+    # far the stage is, for `status`; cheap enough to call every step (pipeline/core/progress.py)
+    progress: Callable[..., None] = no_progress
 
     @property
     def is_main(self) -> bool:

@@ -25,6 +25,7 @@ from pipeline.core.config import Experiment, from_raw, resolved_stage_config
 from pipeline.core.dag import forced, select
 from pipeline.core.fingerprint import fingerprints
 from pipeline.core.paths import REPO_ROOT, StagePaths
+from pipeline.core.progress import ProgressWriter, no_progress
 
 
 class UpstreamNotDone(RuntimeError):
@@ -121,6 +122,7 @@ def _run_follower(exp: Experiment, name: str, out: Path, fingerprint: str, rank:
     stage = exp.stages[name]
     ctx = _context(exp, name, out, fingerprint)
     ctx.log, ctx.rank, ctx.world_size = log, rank, stage.resources.world_size
+    ctx.progress = no_progress          # rank 0 reports for the stage
     log.info("rank %d of %d of stage %s: computes, writes nothing", rank, ctx.world_size, name)
     contract.get(stage.kind).run(stage.params, ctx)
     return {}
@@ -372,7 +374,7 @@ def _context(exp: Experiment, name: str, out: Path, fingerprint: str) -> StageCo
         data_dir=Path(exp.paths.data), cache_dir=Path(exp.paths.cache), seed=exp.seed,
         device="cuda" if stage.resources.gpus > 0 else "cpu",
         log=stage_logger(exp.name, name), accounting={}, fingerprint=fingerprint,
-        world_size=stage.resources.world_size)
+        world_size=stage.resources.world_size, progress=ProgressWriter(StagePaths(out).progress))
 
 
 def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: str) -> dict:

@@ -9,5 +9,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     if [ "${CI:-}" = true ]; then echo "SLURM cluster failed to start; CI needs it" >&2; exit 1; fi
     echo "SLURM cluster failed to start: the SLURM tests will be skipped" >&2
   fi
+  # the report's browser test (headless Chromium); ~15 s the first time, nothing after
+  if ! bash scripts/browser.sh install; then
+    if [ "${CI:-}" = true ]; then echo "chromium failed to install; CI needs it" >&2; exit 1; fi
+    echo "chromium failed to install: the browser test will be skipped" >&2
+  fi
 fi
 exec .venv/bin/python -m pytest -q -ra "$@"

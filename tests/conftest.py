@@ -36,6 +36,21 @@ def slurm():
     return True
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium (tests/support/browser.py). Under CI=true as root it must be there (the
+    test command's set-up installs it); elsewhere a missing one skips, saying how to install it."""
+    from tests.support.browser import headless_chromium, missing
+    why = missing()
+    if why:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"CI needs the headless browser: {why}")
+        pytest.skip(f"no headless browser: {why}")
+    driver = headless_chromium()
+    yield driver
+    driver.quit()
+
+
 def pytest_collection_modifyitems(items):
     """A test that takes the `slurm` fixture (itself or through another fixture) needs the
     cluster: mark it `slurm`, so `-m slurm` / `-m "not slurm"` split the suite exactly."""

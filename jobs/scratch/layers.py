@@ -248,16 +248,19 @@ def evaluate_scratch(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch_
 
 @torch.no_grad()
 def train_scratch(model: Sequential, data: dict[str, torch.Tensor], epochs: int, batch_size: int, lr: float,
-                  momentum: float, weight_decay: float, seed: int, log) -> list[dict]:
-    """Mini-batch SGD with hand-written gradients; float inputs (N, 1, H, W), int64 labels."""
+                  momentum: float, weight_decay: float, seed: int, log, progress=None) -> list[dict]:
+    """Mini-batch SGD with hand-written gradients; float inputs (N, 1, H, W), int64 labels.
+    `progress(done, of, unit, **numbers)` hears of every step (it throttles its own writes)."""
     import time
     opt = SGD(model.parameters(), lr, momentum, weight_decay)
     loss_fn = CrossEntropy()
     gen = torch.Generator().manual_seed(seed)
     x, y = data["x_train"], data["y_train"]
     history = []
+    progress = progress or (lambda *a, **k: None)
+    progress(0, epochs, "epoch")
     for epoch in range(1, epochs + 1):
-        started, total, correct = time.perf_counter(), 0.0, 0
+        started, total, correct, seen = time.perf_counter(), 0.0, 0, 0
         for idx in torch.randperm(len(y), generator=gen).split(batch_size):
             logits = model.forward(x[idx])
             loss = loss_fn(logits, y[idx])
@@ -266,11 +269,16 @@ def train_scratch(model: Sequential, data: dict[str, torch.Tensor], epochs: int,
             opt.step()
             total += loss.item() * len(idx)
             correct += (logits.argmax(1) == y[idx]).sum().item()
+            seen += len(idx)
+            progress(epoch - 1 + seen / len(y), epochs, "epoch", train_loss=total / seen,
+                     images_per_s=seen / (time.perf_counter() - started))
         seconds = time.perf_counter() - started
         val = evaluate_scratch(model, data["x_val"], data["y_val"])
         history.append({"epoch": epoch, "train_loss": total / len(y), "train_acc": correct / len(y),
                         "val_loss": val["loss"], "val_acc": val["acc"], "seconds": seconds,
                         "img_per_s": len(y) / seconds})
+        progress(epoch, epochs, "epoch", train_loss=total / len(y), val_acc=val["acc"],
+                 images_per_s=len(y) / seconds)
         log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% | %.0f img/s",
                  epoch, epochs, total / len(y), 100 * correct / len(y), val["loss"], 100 * val["acc"],
                  len(y) / seconds)

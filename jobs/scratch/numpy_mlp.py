@@ -108,7 +108,7 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train_mlp(mlp: MLP, data: dict[str, np.ndarray], learning_rate: float, max_steps: int, batch_size: int,
-              eval_freq: int, seed: int, log) -> list[dict]:
+              eval_freq: int, seed: int, log, progress=None) -> list[dict]:
     """Mini-batch SGD; every eval_freq steps (and at the end) loss and accuracy on the test set.
     Batches are consecutive slices of a shuffled pass, reshuffled when a pass runs out, as the
     practical's DataSet.next_batch draws them (no image twice before all were seen once)."""
@@ -118,6 +118,8 @@ def train_mlp(mlp: MLP, data: dict[str, np.ndarray], learning_rate: float, max_s
     eye = np.eye(n_classes, dtype=x.dtype)
     loss_fn, history, started = CrossEntropy(), [], time.perf_counter()
     order = np.empty(0, dtype=np.int64)
+    progress = progress or (lambda *a, **k: None)     # (done, of, unit, **numbers), throttled by its owner
+    progress(0, max_steps, unit="step")
     for step in range(1, max_steps + 1):
         if len(order) < batch_size:
             order = np.concatenate([order, rng.permutation(len(y))])
@@ -126,6 +128,8 @@ def train_mlp(mlp: MLP, data: dict[str, np.ndarray], learning_rate: float, max_s
         loss = loss_fn.forward(probs, eye[y[idx]])
         mlp.backward(loss_fn.backward(probs, eye[y[idx]]))
         mlp.sgd_step(learning_rate)
+        progress(step, max_steps, unit="step", train_loss=float(loss),
+                 images_per_s=step * batch_size / (time.perf_counter() - started))
         if step % eval_freq == 0 or step == max_steps:
             test_probs = mlp.forward(data["x_test"])
             entry = {"step": step, "train_loss": loss, "train_acc": accuracy(probs, y[idx]),
@@ -133,6 +137,7 @@ def train_mlp(mlp: MLP, data: dict[str, np.ndarray], learning_rate: float, max_s
                      "test_acc": accuracy(test_probs, data["y_test"]),
                      "seconds": time.perf_counter() - started}
             history.append(entry)
+            progress(step, max_steps, unit="step", test_acc=entry["test_acc"])
             log.info("Step %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Test Loss: %.4f | Test Acc: %.2f%%",
                      step, max_steps, loss, 100 * entry["train_acc"], entry["test_loss"], 100 * entry["test_acc"])
     return history

@@ -186,10 +186,11 @@ def reap_stale(study, beats: Path, stale_after_s: float, log) -> list[int]:
 
 
 def work(study, out_dir: Path, settings: SearchSettings, objective: Callable[[Any], float], log,
-         max_failed: int | None = None) -> None:
+         max_failed: int | None = None, progress: Callable[..., None] | None = None) -> None:
     """Pull trials until the study holds n_trials finished ones. A trial that raises is FAIL (not
     retried: its parameters failed); a pruned one counts as finished. Returns when the study is
-    complete; meanwhile a worker with nothing to ask waits, reaping stale trials of others."""
+    complete; meanwhile a worker with nothing to ask waits, reaping stale trials of others.
+    `progress` hears trials finished of n_trials and the best value so far."""
     import optuna
     from optuna.trial import TrialState
     beats, lock = out_dir / "heartbeats", out_dir / "study.lock"
@@ -199,6 +200,9 @@ def work(study, out_dir: Path, settings: SearchSettings, objective: Callable[[An
             reap_stale(study, beats, settings.stale_after_s, log)
             n = counts(study)
             finished = n["complete"] + n["pruned"]
+            if progress is not None:
+                best = {"best_value": study.best_value} if n["complete"] else {}
+                progress(min(finished, settings.n_trials), settings.n_trials, unit="trial", **best)
             if finished >= settings.n_trials:
                 return
             if n["fail"] > max_failed:

@@ -59,7 +59,8 @@ def run(p: BenchParams, ctx: StageContext) -> dict:
     variants["onnxruntime"] = (onnxruntime, onnx_path.stat().st_size)
     rows, ref = [], None
     with torch.no_grad():
-        for name, (fn, size_bytes) in variants.items():
+        for done, (name, (fn, size_bytes)) in enumerate(variants.items()):
+            ctx.progress(done, len(variants), unit="variant")
             pred = predict(fn, x).argmax(1)
             ref = pred if ref is None else ref
             row = {"variant": name, "status": "done", **measure(fn, x1, xn, p.warmup, p.iterations),
@@ -69,6 +70,7 @@ def run(p: BenchParams, ctx: StageContext) -> dict:
             ctx.log.info("%-16s p50 %.2f ms  p90 %.2f ms  %.1f img/s at batch %d  %.1f MB  top-1 %.3f  agree %.3f",
                          name, row["latency_b1_p50_ms"], row["latency_b1_p90_ms"], row["throughput_per_s"],
                          p.batch_size, row["size_mb"], row["val_top1"], row["agreement_with_fp32"])
+    ctx.progress(len(variants), len(variants), unit="variant")
     rows.append(_tensorrt_row(ctx, p))
     base = rows[0]
     for r in rows:

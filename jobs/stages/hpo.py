@@ -108,7 +108,7 @@ def run(p: HpoParams, ctx: StageContext) -> dict:
     _enqueue_once(study, p, ctx)
     ctx.log.info("worker %d of %d: study %s, %d trials to finish, sampler %s, pruner %s", ctx.task, ctx.num_tasks,
                  study.study_name, p.n_trials, p.sampler, p.pruner)
-    work(study, ctx.out_dir, settings, lambda trial: run_trial(trial, p, ctx), ctx.log)
+    work(study, ctx.out_dir, settings, lambda trial: run_trial(trial, p, ctx), ctx.log, progress=ctx.progress)
     summary = summarise(study, ctx.out_dir, settings)
     best_recipe = with_values(p, summary["best_params"])
     atomic_write_json(ctx.out_dir / "best_config.json", dataclasses.asdict(best_recipe))
@@ -210,6 +210,8 @@ def run_retrain(p: RetrainParams, ctx: StageContext) -> dict:
          "train_on": "train+val", "recipe": dataclasses.asdict(recipe)}, sort_keys=False))
     ctx.log.info("retrain with the best parameters of %s (trial %d): %s, on train + val", p.search_stage,
                  best["best_trial"], best["best_params"])
-    metrics = run_recipe(recipe, train_env(ctx), train_on_val=True)
+    env = train_env(ctx)
+    env.progress = ctx.progress            # a trial's env reports nothing: the study reports per trial
+    metrics = run_recipe(recipe, env, train_on_val=True)
     metrics.update(search_best=best["best_value"], best_params=best["best_params"])
     return metrics

@@ -48,7 +48,8 @@ def scratch_cnn_stage(p: ScratchCNNParams, ctx: StageContext) -> dict:
     model = scratch_cnn(data["x_train"].shape[-1], len(classes), tuple(p.channels), p.hidden, ctx.seed)
     for param in model.parameters():
         param.data, param.grad = param.data.to(device), param.grad.to(device)
-    history = train_scratch(model, data, p.epochs, p.batch_size, p.lr, p.momentum, p.weight_decay, ctx.seed, ctx.log)
+    history = train_scratch(model, data, p.epochs, p.batch_size, p.lr, p.momentum, p.weight_decay, ctx.seed, ctx.log,
+                            ctx.progress)
     test = evaluate_scratch(model, data["x_test"], data["y_test"])
     n_params = sum(q.data.numel() for q in model.parameters())
     _curves(ctx, history, "val", "epoch", plot_history)
@@ -114,7 +115,8 @@ def numpy_mlp_stage(p: NumpyMLPParams, ctx: StageContext) -> dict:
     ctx.log.info("numpy MLP %s, %s init (std %s), preprocess %s, SGD lr %g, %d steps of %d", p.dnn_hidden_units,
                  p.init, p.weight_std if p.init == "normal" else "sqrt(2/fan_in)", p.preprocess, p.learning_rate,
                  p.max_steps, p.batch_size)
-    history = train_mlp(mlp, data, p.learning_rate, p.max_steps, p.batch_size, p.eval_freq, ctx.seed, ctx.log)
+    history = train_mlp(mlp, data, p.learning_rate, p.max_steps, p.batch_size, p.eval_freq, ctx.seed, ctx.log,
+                        ctx.progress)
     _curves(ctx, history, "test", "step", plot_history)
     save_arrays(ctx.out_dir / PROBS_FILE, val=mlp.forward(data["x_val"]), test=mlp.forward(data["x_test"]))
     final = history[-1]

@@ -30,4 +30,5 @@ def train_env(ctx: StageContext):
     from jobs.training.recipe import TrainEnv
     return TrainEnv(ctx.out_dir, ctx.checkpoint_path, ctx.log, ctx.seed, ctx.device, ctx.fingerprint, ctx.rank,
                     ctx.world_size, experiment=ctx.experiment, stage=ctx.stage, report_path=ctx.report_path,
-                    cache_dir=ctx.cache_dir, need=ctx.need, load_upstream=ctx.load_upstream, record=ctx.record)
+                    cache_dir=ctx.cache_dir, need=ctx.need, load_upstream=ctx.load_upstream, record=ctx.record,
+                    progress=ctx.progress)

@@ -186,9 +186,10 @@ def mixed_loss(loss_fn, logits: torch.Tensor, targets_a: torch.Tensor, targets_b
 
 
 def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p: TrainParams,
-                    generator, log, epoch: int, dist: Dist | None = None) -> dict:
+                    generator, log, epoch: int, dist: Dist | None = None, progress=None) -> dict:
     """One epoch; with several processes (`dist`), this rank's share of every global batch, and
-    loss, accuracy and images per second over all ranks."""
+    loss, accuracy and images per second over all ranks. `progress` hears of every step (it
+    throttles its own writes)."""
     dist = dist or Dist()
     train_mode(model)
     loss_fn = make_loss(p)
@@ -211,6 +212,9 @@ def train_one_epoch(model, x, y, prepare: Prepare, opt, sched, scaler, device, p
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
+        if progress is not None:     # rank 0's running numbers; with several ranks the speed of all
+            speed = {} if dist.active else {"images_per_s": seen / (time.perf_counter() - started)}
+            progress(epoch - 1 + step / steps, p.epochs, "epoch", train_loss=total_loss / seen, **speed)
         if step % p.log_every == 0 and step < steps:
             # Plain lines, no carriage returns: readable in a SLURM log file.
             log.info("epoch %d step %d/%d | loss %.4f | %.0f img/s", epoch, step, steps,
@@ -284,9 +288,11 @@ def _fit(model, data, prepare, p: TrainParams, env: FitEnv, trainable, meta, bes
     if env.checkpoint_path.exists():
         run = _resume(env, model, opt, sched, scaler, generator, run)
     first = p.epochs + 1 if run.get("early_stop_epoch") else run["epoch"] + 1  # an early stop is final
+    if env.progress is not None and first <= p.epochs:
+        env.progress(first - 1, p.epochs, "epoch")     # the ETA's origin: a resumed run counts from here
     for epoch in range(first, p.epochs + 1):
         train = train_one_epoch(net, data["x_train"], data["y_train"], prepare, opt, sched, scaler, device, p,
-                                generator, env.log, epoch, dist)
+                                generator, env.log, epoch, dist, env.progress)
         val = evaluate(model, data["x_val"], data["y_val"], prepare, device, p)
         val["loss"], val["acc"] = dist.from_main(val["loss"], val["acc"])   # one decision on every rank
         run["history"].append({"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
@@ -307,6 +313,9 @@ def _fit(model, data, prepare, p: TrainParams, env: FitEnv, trainable, meta, bes
         env.log.info("Epoch %d/%d | Train Loss: %.4f | Train Acc: %.2f%% | Val Loss: %.4f | Val Acc: %.2f%% "
                      "| lr %.2e | %.0f img/s", epoch, p.epochs, train["loss"], 100 * train["acc"], val["loss"],
                      100 * val["acc"], sched.get_last_lr()[0], train["img_per_s"])
+        if env.progress is not None:
+            env.progress(epoch, p.epochs, "epoch", train_loss=train["loss"], val_acc=val["acc"],
+                         images_per_s=train["img_per_s"])
         if on_epoch is not None:
             on_epoch(epoch, run["history"][-1])
         if stop:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from jobs.models.spec import ModelSpec
 
@@ -24,6 +24,9 @@ class FitEnv:
     fingerprint: str = ""         # a resume file written under another fingerprint is not resumed
     rank: int = 0                 # several processes (jobs/training/distributed.py): this one's rank;
     world_size: int = 1           # only rank 0 writes files
+    # progress(done, of, unit, **numbers): how far the run is, for the engine's `status`; the
+    # stage passes it (rank 0 only), None reports nothing (a search's trials report per trial)
+    progress: Callable[..., None] | None = None
 
     @property
     def is_main(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline import contract, executors
 from pipeline.core import config as config_mod
+from pipeline.core import paths
 from pipeline.core.schema import ConfigError
 from pipeline.core.state import describe_os_error
 from pipeline.executors import SchedulerUnavailable, SubmitError
@@ -59,28 +60,30 @@ def cmd_run(args) -> int:
     return run_targets(exp, args.stages, force=args.force)
 
 
-def cmd_status(args) -> int:
+def status_rows(exp: config_mod.Experiment) -> list[dict]:
+    """status's rows: every stage of the plain run, then of every variant submitted so far, from
+    one snapshot of the scheduler (one squeue and one sacct, whatever the number of variants)."""
     from pipeline.cli.status import states_of
     from pipeline.core.variants import recorded_experiments
-    exp = _load(args)
-    exps = [exp, *recorded_experiments(exp)]     # every variant submitted so far, after the plain run
+    exps = [exp, *recorded_experiments(exp)]
     rows = []
-    for e, states in zip(exps, states_of(exps)):  # one snapshot of the scheduler for all of them
+    for e, states in zip(exps, states_of(exps)):
         wide = {s for s, st in e.stages.items() if e.variant and contract.experiment_wide(st.kind)}  # in the plain rows
         rows += [{**r, "variant": e.variant} for r in states if r["stage"] not in wide]
+    return rows
+
+
+def cmd_status(args) -> int:
+    from pipeline.cli.watch import exit_code, plain_table, watch
+    exp = _load(args)
+    if args.watch is not None:
+        return watch(lambda: status_rows(exp), args.watch)
+    rows = status_rows(exp)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    with_variants = any(r["variant"] for r in rows)
-    table = [("stage", *(("variant",) if with_variants else ()), "state", "job id", "elapsed", "log", "detail")]
-    for r in rows:
-        elapsed = f"{r['elapsed_s']:.0f}s" if r["elapsed_s"] is not None else "-"
-        table.append((r["stage"], *((r["variant"] or "-",) if with_variants else ()), r["state"], r["job_id"] or "-",
-                      elapsed, r["log"] or "-", r["reason"] or ""))
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    return 1 if any(r["state"] in ("failed", "interrupted") for r in rows) else 0
+    print(plain_table(rows))
+    return exit_code(rows)
 
 
 def cmd_render(args) -> int:
@@ -106,8 +109,20 @@ def cmd_report(args) -> int:
     else:
         exp = _load(args)  # the default experiment only tells where results/ is
         csv_path, md_path = write_report(Path(exp.paths.results))
-    print(f"wrote {csv_path} and {md_path}")
+    html_path = md_path.with_name(paths.REPORT_HTML)
+    print(f"wrote {csv_path}, {md_path} and {html_path}")
+    if args.open:
+        _open_in_browser(html_path)
     return 0
+
+
+def _open_in_browser(path: Path) -> None:
+    """Print the page's path; open it where a desktop is (a browser webbrowser can find)."""
+    import webbrowser
+    print(f"report: {path.resolve()}")
+    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("darwin", "win32")
+    if not (has_display and webbrowser.open(path.resolve().as_uri())):
+        print("no desktop browser here: copy it to your laptop (scp) and open it there")
 
 
 def cmd_reconcile(args) -> int:
@@ -197,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("status", help="state of every stage"))
     p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+                   help="redraw every SECONDS (default 5) until every stage has ended; exit as status does")
     p.set_defaults(fn=cmd_status)
 
     p = common(sub.add_parser("render", help="write sbatch/<experiment>.sbatch"))
@@ -204,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 if the committed file is out of date")
     p.set_defaults(fn=cmd_render)
 
-    p = common(sub.add_parser("report", help="write results/efficiency.csv and results/report.md"))
+    p = common(sub.add_parser("report", help="write results/efficiency.csv, results/report.md and report.html"))
+    p.add_argument("--open", action="store_true", help="print report.html's path and open it in a browser")
     p.set_defaults(fn=cmd_report)
 
     p = common(sub.add_parser("reconcile", help="cancel jobs stuck behind a failed upstream stage"))

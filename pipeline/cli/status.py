@@ -7,7 +7,7 @@ import dataclasses
 
 import safeio
 from pipeline import contract, executors
-from pipeline.core import state
+from pipeline.core import progress, state
 from pipeline.core.config import Experiment
 from pipeline.core.dag import topological_order
 from pipeline.core.fingerprint import fingerprints
@@ -21,7 +21,8 @@ _RESUMES = "stopped before it finished (scancel, time limit or preemption); the 
 
 
 def stage_states(exp: Experiment) -> list[dict]:
-    """One row per stage: stage, state, job_id, elapsed_s, log, reason."""
+    """One row per stage: stage, state, job_id, elapsed_s, log, reason, progress (a running stage's
+    latest progress.json, pipeline/core/progress.py; else None)."""
     return states_of([exp])[0]
 
 
@@ -70,7 +71,7 @@ def _rows(exp: Experiment, live: dict[str, LiveJob], used: dict) -> list[dict]:
             current, reason = "never-run", f"upstream {upstream_bad[0]!r} did not succeed"
         rows[name] = {"stage": name, "state": current, "job_id": job or None,
                       "elapsed_s": usage.get("elapsed_s") or acct.get("wall_s"), "log": rec.get("log"),
-                      "reason": reason}
+                      "reason": reason, "progress": progress.read(exp.stage_dir(name)) if current == "running" else None}
     return list(rows.values())
 
 

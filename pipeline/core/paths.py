@@ -23,9 +23,10 @@ CONFIG = "config.yaml"            # the stage as resolved
 REPORT_FRAGMENT = "report.md"     # the stage's own section of results/report.md
 CHECKPOINT = "checkpoint.pt"      # the resume file of an unfinished run, not a result
 TASKS = "tasks"                   # job-array stages: tasks/<i>/ holds task i's attempts
+PROGRESS = "progress.json"        # how far the running stage is (pipeline/core/progress.py)
 
 # Engine bookkeeping, rewritten after the stage ends or never read by other stages: not artifacts.
-NOT_ARTIFACTS = frozenset({SUCCESS, CORRUPT, JOB_RECORD, ATTEMPTS, ACCOUNTING, CHECKPOINT})
+NOT_ARTIFACTS = frozenset({SUCCESS, CORRUPT, JOB_RECORD, ATTEMPTS, ACCOUNTING, CHECKPOINT, PROGRESS})
 # What an earlier run leaves that a clean start keeps: the job records and tries.
 KEPT_ON_CLEAN = frozenset({JOB_RECORD, ATTEMPTS})
 
@@ -44,6 +45,7 @@ class StagePaths:
     config = property(lambda self: self.folder / CONFIG)
     report_fragment = property(lambda self: self.folder / REPORT_FRAGMENT)
     checkpoint = property(lambda self: self.folder / CHECKPOINT)
+    progress = property(lambda self: self.folder / PROGRESS)
     run_lock = property(lambda self: self.folder / ".run.lock")       # one run of the stage at a time
     finish_lock = property(lambda self: self.folder / ".finish.lock")  # array tasks write the result in turn
 
@@ -63,6 +65,7 @@ class StagePaths:
 
 EFFICIENCY_CSV = "efficiency.csv"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 VARIANTS = "variants"
 VARIANT_INDEX = "variant.json"
 COMPARISON_CSV = "comparison.csv"

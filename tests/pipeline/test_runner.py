@@ -40,3 +40,17 @@ def test_a_stage_run_by_hand_replaces_the_job_status_shows(tmp_path):
     row = status_json(str(config), overrides)["one"]
     assert row["state"] == "done" and row["job_id"].startswith("local-") and row["job_id"].endswith("-one")
     assert state.all_job_ids(stage_dir)[0] == "55"
+
+
+def test_a_stage_reports_its_progress_into_its_own_folder(tmp_path):
+    """ctx.progress writes the stage folder's progress file (a `ticks` stage: 3 steps); the
+    progress file is bookkeeping, not an artifact the done marker checksums."""
+    from pipeline.core import config as config_mod
+    from pipeline.core import paths
+    path = write_experiment(tmp_path, {"name": "p", "stage_modules": ["tests.support.noop_stages"],
+                                       "stages": {"count": {"kind": "ticks", "ticks": 3, "sleep_s": 0.0}}})
+    exp = config_mod.load(path, [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
+    runner.run_stage(exp, "count")
+    written = __import__("json").loads((exp.stage_dir("count") / paths.PROGRESS).read_text())
+    assert (written["unit"], written["done"], written["of"], written["eta_s"]) == ("tick", 3, 3, 0.0)
+    assert paths.PROGRESS not in state.success(exp.stage_dir("count"))["artifacts"]

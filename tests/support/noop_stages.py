@@ -1,5 +1,6 @@
 """Test stage kinds: `noop` does nothing (large-DAG tests, benchmarks/large_dag_bench.py);
-`rank_fail` is a several-process stage with one failing rank (tests/jobs/training/test_distributed.py).
+`rank_fail` is a several-process stage with one failing rank (tests/jobs/training/test_distributed.py);
+`ticks` counts slowly, reporting progress (tests/experiments/test_live_view.py).
 
 Load it with `stage_modules: [tests.support.noop_stages]` (the repo root is on sys.path when
 `python -m pipeline` runs from it).
@@ -19,6 +20,23 @@ class NoopParams:
 
 @register("noop", NoopParams)
 def run_noop(p: NoopParams, ctx: StageContext) -> dict:
+    return {}
+
+
+@dataclass
+class TicksParams:
+    """`ticks` steps of `sleep_s` seconds each, every one reported through ctx.progress."""
+    ticks: int = 6
+    sleep_s: float = 2.0
+
+
+@register("ticks", TicksParams)
+def run_ticks(p: TicksParams, ctx: StageContext) -> dict:
+    import time
+    ctx.progress(0, p.ticks, "tick")
+    for i in range(1, p.ticks + 1):
+        time.sleep(p.sleep_s)
+        ctx.progress(i, p.ticks, "tick")
     return {}
 
 

@@ -148,8 +148,13 @@ def test_no_autograd_anywhere(monkeypatch):
     monkeypatch.setattr(L.ReLU, "forward", lambda self, x: (seen.append(torch.is_grad_enabled()), original(self, x))[1])
     model = L.scratch_cnn(8, seed=0)
     data = {k: v for k, v in _digits().items()}
-    L.train_scratch(model, data, 1, 64, 0.05, 0.9, 0.0, 0, _Log())
+    calls = []
+    history = L.train_scratch(model, data, 1, 64, 0.05, 0.9, 0.0, 0, _Log(),
+                              lambda done, of, unit, **n: calls.append((done, of, unit, n)))
     assert seen and not any(seen)
+    # progress: from 0 to 1 epoch step by step, then the epoch's val accuracy
+    assert calls[0] == (0, 1, "epoch", {}) and calls[-1][0] == 1 and calls[-1][3]["val_acc"] == history[0]["val_acc"]
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) > 3
     assert all(not p.data.requires_grad and p.data.grad_fn is None for p in model.parameters())
 
 

@@ -103,6 +103,11 @@ def test_training_drives_loss_down():
     class Log:
         def info(self, *a):
             pass
-    history = M.train_mlp(M.MLP(20, [32], 4, seed=0), data, 0.05, 300, 32, 50, 0, Log())
+    calls = []
+    history = M.train_mlp(M.MLP(20, [32], 4, seed=0), data, 0.05, 300, 32, 50, 0, Log(),
+                          progress=lambda done, of, unit, **n: calls.append((done, of, unit, n)))
     assert history[-1]["test_loss"] < history[0]["test_loss"] / 2
     assert history[-1]["test_acc"] > 0.9
+    # progress: every step, with its loss; each evaluation's test accuracy as the history has it
+    assert calls[0] == (0, 300, "step", {}) and [c[0] for c in calls if "train_loss" in c[3]] == list(range(1, 301))
+    assert [c[3]["test_acc"] for c in calls if "test_acc" in c[3]] == [h["test_acc"] for h in history]

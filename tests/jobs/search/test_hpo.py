@@ -173,6 +173,14 @@ def test_a_trial_without_heartbeat_is_failed_and_retried(tmp_path):
     assert {t.params["x"] for t in done} == {alive.params["x"], dead.params["x"]}
 
 
+def test_the_search_reports_trials_finished_of_n_and_the_best_value(tmp_path):
+    study = hpo.open_study(tmp_path, "t.search", "fp", settings(3), 0)
+    calls = []
+    hpo.work(study, tmp_path, settings(3), lambda t: t.number / 10, LOG,
+             progress=lambda done, of, unit, **n: calls.append((done, of, unit, n.get("best_value"))))
+    assert calls == [(0, 3, "trial", None), (1, 3, "trial", 0.0), (2, 3, "trial", 0.1), (3, 3, "trial", 0.2)]
+
+
 def test_failing_objective_stops_the_search_with_a_reason(tmp_path):
     study = hpo.open_study(tmp_path, "t.search", "fp", settings(2), 0)
 

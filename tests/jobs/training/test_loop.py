@@ -164,6 +164,24 @@ def test_fit_logs_each_epoch_and_writes_best(tmp_path):
     assert best["val_acc"] == max(h["val_acc"] for h in run["history"])
 
 
+def test_fit_reports_progress_every_step_and_each_epochs_numbers(tmp_path):
+    """72 training images in batches of 16: 5 steps an epoch, each reported as a fraction of the
+    epochs; after each epoch its train loss, val accuracy and speed, as the history has them."""
+    torch.manual_seed(0)
+    calls, data = [], tiny_data()
+    assert len(data["y_train"]) == 72
+    env = fit_env(tmp_path)
+    env.progress = lambda done, of, unit, **numbers: calls.append((round(done, 4), of, unit, numbers))
+    run = fit(TinyNet(), data, GREY, TrainParams(epochs=2, batch_size=16, lr=0.01), env)
+    assert calls[0] == (0, 2, "epoch", {})                          # the ETA's origin
+    assert [c[0] for c in calls[1:6]] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert set(calls[1][3]) == {"train_loss", "images_per_s"}
+    epoch_ends = [c for c in calls if "val_acc" in c[3]]
+    assert [c[0] for c in epoch_ends] == [1, 2]
+    assert [c[3]["val_acc"] for c in epoch_ends] == [h["val_acc"] for h in run["history"]]
+    assert [c[3]["train_loss"] for c in epoch_ends] == [h["train_loss"] for h in run["history"]]
+
+
 def test_early_stop_after_patience_epochs_without_a_better_val_acc(tmp_path):
     """lr 0: val accuracy never improves on epoch 1, so patience 2 stops after epoch 3."""
     torch.manual_seed(0)

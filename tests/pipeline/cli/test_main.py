@@ -43,3 +43,20 @@ def test_models_pattern_lists_each_source(capsys):
     assert sections["project"] == "  (none)\n"
     assert main(["models", "small_*"]) == 0
     assert "project (1):\n  small_cnn\n" in capsys.readouterr().out
+
+
+def test_report_open_prints_the_page_and_opens_it_only_where_a_desktop_is(tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    from pipeline.cli.main import _open_in_browser
+    page = tmp_path / "report.html"
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    _open_in_browser(page)
+    out = capsys.readouterr().out
+    assert f"report: {page}" in out and "no desktop browser here" in out and opened == []
+    monkeypatch.setenv("DISPLAY", ":0")
+    _open_in_browser(page)
+    assert opened == [page.as_uri()] and "no desktop" not in capsys.readouterr().out
