@@ -2,10 +2,15 @@
 recorded, and never makes a job current again once submit has recorded it."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from pipeline import runner
+from pipeline.accounting import samplers
 from pipeline.core import state
 from tests.support.cli import cli, sets, status_json
 from tests.support.experiments import write_experiment
+from tests.support.results import stage_json
 
 
 def test_a_job_submit_recorded_never_becomes_current_again(tmp_path):
@@ -40,3 +45,41 @@ def test_a_stage_run_by_hand_replaces_the_job_status_shows(tmp_path):
     row = status_json(str(config), overrides)["one"]
     assert row["state"] == "done" and row["job_id"].startswith("local-") and row["job_id"].endswith("-one")
     assert state.all_job_ids(stage_dir)[0] == "55"
+
+
+def _sleeper(tmp_path, stop: bool) -> tuple[Path, list[str]]:
+    """A stage given 2 CPUs that only sleeps, watched with a 1 s idle window."""
+    config = write_experiment(tmp_path, """\
+        name: idler
+        resources: {cpus_per_task: 2}
+        stages:
+          nap: {kind: command, argv: ["sleep", "4"]}
+        """, "idler.yaml")
+    return config, [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}",
+                    "sampler.every_s=0.2", "sampler.idle_window_s=1", f"sampler.stop_idle={str(stop).lower()}"]
+
+
+def test_a_two_cpu_stage_that_sleeps_is_flagged_idle(tmp_path, monkeypatch):
+    monkeypatch.setattr(samplers, "given_cores", lambda: 2)      # what a 2-CPU job is given, on any machine
+    config, overrides = _sleeper(tmp_path, stop=False)
+    proc = _run_in_process(config, overrides)
+    record = stage_json(tmp_path / "results" / "idler", "nap", "accounting.json")
+    assert proc == 0 and record["status"] == "done" and record["cpu_util"] < 0.05
+    assert record["idle"].startswith("0.0") and "of its 2 cores busy" in record["idle"]
+
+
+def test_a_flagged_stage_is_stopped_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(samplers, "given_cores", lambda: 2)
+    config, overrides = _sleeper(tmp_path, stop=True)
+    started = time.monotonic()
+    assert _run_in_process(config, overrides) == 1
+    record = stage_json(tmp_path / "results" / "idler", "nap", "accounting.json")
+    assert time.monotonic() - started < 3.5                      # stopped, not left to sleep its 4 s
+    assert record["status"] == "failed" and record["error"].startswith("IdleStop: stopped idle (sampler.stop_idle): ")
+    assert "cores busy" in record["idle"]
+
+
+def _run_in_process(config: Path, overrides: list[str]) -> int:
+    """`pipeline run all` in this process (its main thread), so the test can set the cores given."""
+    from pipeline.core import config as cfg
+    return runner.run_targets(cfg.load(config, overrides), ["all"])
