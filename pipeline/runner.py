@@ -431,9 +431,11 @@ def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: st
 
 
 def _finish(started: float) -> dict:
-    # ru_maxrss is in KiB on Linux; it is the process peak so far (a `run all` job shares one).
+    # ru_maxrss is in KiB on Linux; it is the process peak so far (a `run all` job shares one), or
+    # that of its largest child process (a `command` stage's program) if that was larger.
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return {"wall_s": round(time.time() - started, 3), "finished_at": safeio.now_iso(),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak / 1024, 1)}
 
 
 @functools.lru_cache(maxsize=1)   # once per process: a `run all` of 1,000 stages asked git 2,000 times

@@ -62,6 +62,11 @@ def total_device_hours(records: list[dict], empty: float | None = 0.0) -> dict:
             "cpu_hours": round(sum(cpu) / SECONDS_PER_HOUR, 4) if cpu else empty}
 
 
+def unit_hours(units: float, seconds: float) -> float:
+    """Units held (cores, GPUs, GiB of memory) for `seconds` -> unit-hours, 4 places."""
+    return round(units * seconds / SECONDS_PER_HOUR, 4)
+
+
 def gpu_hours(record: dict) -> float | None:
     """The record's GPU-hours (None for a CPU stage): efficiency.csv's `gpu_hours`."""
     return device_hours(record)["gpu_hours"]

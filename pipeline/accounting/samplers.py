@@ -196,7 +196,8 @@ class Sampler:
         self.cores, self.cpu = given_cores(), CpuReader()
         self.gpu, gpu_why = open_nvml(gpus, nvml)
         self.rapl, rapl_why = rapl_domains(rapl_root)
-        self.why = {k: v for k, v in (("gpu", gpu_why), ("cpu_energy", rapl_why)) if v}
+        # a stage without GPUs has no GPU figures to miss
+        self.why = {k: v for k, v in (("gpu", gpu_why if gpus > 0 else None), ("cpu_energy", rapl_why)) if v}
         self.samples: list[dict] = []
         self.gpu_samples: list[dict] = []
         self.idle: str | None = None
