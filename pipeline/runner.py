@@ -332,22 +332,26 @@ def _sampled(exp: Experiment, name: str, log):
             yield sampler
 
 
+_IDLE_SIGNAL = signal.SIGRTMIN + 3
+
+
 class _IdleStopper:
-    """Raise IdleStop in the main thread from the sampler's thread: SIGUSR2 sent to the main thread
-    alone (a real signal, so a stage blocked waiting on a child process or sleeping wakes up; the
-    child of a `command` stage is killed by subprocess.run as the exception passes)."""
+    """Raise IdleStop in the main thread from the sampler's thread: a signal sent to the main thread
+    alone (a real one, so a stage blocked waiting on a child process or sleeping wakes up; the
+    child of a `command` stage is killed by subprocess as the exception passes). A real-time
+    signal: USR1 and USR2 are the batch system's time-limit warnings (steps.py, submitit)."""
 
     def __enter__(self):
         self.reason = None
         self.installed = threading.current_thread() is threading.main_thread()
         if self.installed:
-            self.previous = signal.signal(signal.SIGUSR2, self._handle)
+            self.previous = signal.signal(_IDLE_SIGNAL, self._handle)
         return self
 
     def stop(self, reason: str) -> None:
         if self.installed and self.reason is None:
             self.reason = reason
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR2)
+            signal.pthread_kill(threading.main_thread().ident, _IDLE_SIGNAL)
 
     def _handle(self, signum, frame):
         if self.reason is not None:
@@ -355,7 +359,7 @@ class _IdleStopper:
 
     def __exit__(self, *exc):
         if self.installed:
-            signal.signal(signal.SIGUSR2, self.previous)
+            signal.signal(_IDLE_SIGNAL, self.previous)
         return False
 
 

@@ -43,7 +43,7 @@ def _advice(exp: config_mod.Experiment) -> list:
     """Advice for the next submit from every attempt the experiment's stages have made so far."""
     from pipeline.accounting.advice import RESOURCES, advise
     from pipeline.reporting.report import ATTEMPTS, collect
-    rows, _ = collect(Path(exp.paths.results), exp.name)
+    rows, _ = collect(Path(exp.paths.results), exp.name, started=True)
     asked = {n: {k: getattr(s.resources, k) for k in RESOURCES} for n, s in exp.stages.items()}
     return advise(asked, rows, lambda r: r[ATTEMPTS])
 

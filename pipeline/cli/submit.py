@@ -152,6 +152,8 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
     rows = [r for r in stage_states(exp) if r["stage"] in selected]
     for r in rows:
         print(f"{r['stage']:<16} {r['state']:<10} {r['job_id'] or '-':<8} {r['log'] or ''}")
+    from pipeline.reporting.report import summary
+    print(f"[pipeline] {summary(exp.results_dir.parent, exp.name)}", flush=True)
     return 0 if all(r["state"] in ("done", "cached", "skipped") for r in rows) else 1
 
 

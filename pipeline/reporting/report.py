@@ -26,7 +26,7 @@ SUMMARY_TAIL = ("sacct_state", "sacct_attempts", "sacct_queue_wait_s", "sacct_el
 UNREADABLE = "accounting-unreadable"
 
 
-def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
+def collect(results: Path, experiment: str, started: bool = False) -> tuple[list[dict], str | None]:
     """One row per stage folder, joined with the executor's accounting (the sacct_* columns, every
     attempt, one query per backend). A stage whose accounting.json is unreadable,
     or missing although the stage finished, keeps its row (status accounting-unreadable, the job
@@ -34,7 +34,7 @@ def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
     exp_dir = results / experiment
     records = []
     for stage_dir in _stage_dirs(exp_dir):
-        records += _stage_records(stage_dir, experiment)
+        records += _stage_records(stage_dir, experiment, started)
     for stage_dir in _variant_dirs(results, experiment):     # each run once: the variant that owns it
         records += [{**r, "variant": stage_dir.parent.name} for r in _stage_records(stage_dir, experiment) if r]
     records = [r for r in records if r]
@@ -76,12 +76,17 @@ def _stage_dirs(exp_dir: Path) -> list[Path]:
     return sorted(p for p in exp_dir.iterdir() if p.is_dir() and StagePaths(p).is_stage_folder())
 
 
-def _stage_records(stage_dir: Path, experiment: str) -> list[dict]:
-    """The stage's accounting record and the extra rows it added (e.g. one per benchmarked variant)."""
+def _stage_records(stage_dir: Path, experiment: str, started: bool = False) -> list[dict]:
+    """The stage's accounting record and the extra rows it added (e.g. one per benchmarked variant).
+    `started`: also a row (from job.json) for a stage whose only attempts left no record, e.g.
+    killed for its memory, for the advice (the report leaves them out: they may still run)."""
     files = StagePaths(stage_dir)
     path = files.accounting
     record, problem = _read_record(path)
     if problem is None and record is None and not files.success.exists():
+        if started and files.attempts.exists():
+            return [{**_row_without_accounting(stage_dir, experiment), "status": "no-record",
+                     EXECUTOR: state.recorded_executor(stage_dir)}]
         return []   # not started yet, or still running its first attempt: nothing to account
     if problem is not None or record is None:
         problem = problem or "missing, although the stage finished (_SUCCESS is there)"
@@ -205,6 +210,12 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
         from pipeline.reporting.comparison import write_comparison
         out.append(write_comparison(results, experiment, indexes))
     return "\n".join(out) + "\n"
+
+
+def summary(results: Path, experiment: str) -> str:
+    """One paragraph: the experiment's totals (what `submit --wait` ends with)."""
+    rows, _ = collect(Path(results), experiment)
+    return timeline.totals_paragraph(experiment, timeline.totals(rows, [a for r in rows for a in r[ATTEMPTS]]))
 
 
 def _where_the_time_went(results: Path, experiment: str, rows: list[dict]) -> list[str]:
