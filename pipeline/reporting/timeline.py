@@ -95,7 +95,7 @@ def draw(attempts: list[dict], path: Path) -> Path | None:
     gpu = {str(a["stage"]) for a, _, _ in spans if _num(a.get("gpus"))}
     ax.set_yticks(range(len(stages)), [f"{s} (GPU)" if s in gpu else s for s in stages])
     ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first attempt began (orange: queued; blue: ran; red: failed, "
+    ax.set_xlabel("seconds since the first attempt was queued (orange: queued; blue: ran; red: failed, "
                   "hatched: requeued/interrupted)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -47,13 +47,13 @@ def test_a_stage_run_by_hand_replaces_the_job_status_shows(tmp_path):
     assert state.all_job_ids(stage_dir)[0] == "55"
 
 
-def _sleeper(tmp_path, stop: bool) -> tuple[Path, list[str]]:
+def _sleeper(tmp_path, stop: bool, seconds: int) -> tuple[Path, list[str]]:
     """A stage given 2 CPUs that only sleeps, watched with a 1 s idle window."""
-    config = write_experiment(tmp_path, """\
+    config = write_experiment(tmp_path, f"""\
         name: idler
-        resources: {cpus_per_task: 2}
+        resources: {{cpus_per_task: 2}}
         stages:
-          nap: {kind: command, argv: ["sleep", "4"]}
+          nap: {{kind: command, argv: ["sleep", "{seconds}"]}}
         """, "idler.yaml")
     return config, [f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}",
                     "sampler.every_s=0.2", "sampler.idle_window_s=1", f"sampler.stop_idle={str(stop).lower()}"]
@@ -61,7 +61,7 @@ def _sleeper(tmp_path, stop: bool) -> tuple[Path, list[str]]:
 
 def test_a_two_cpu_stage_that_sleeps_is_flagged_idle(tmp_path, monkeypatch):
     monkeypatch.setattr(samplers, "given_cores", lambda: 2)      # what a 2-CPU job is given, on any machine
-    config, overrides = _sleeper(tmp_path, stop=False)
+    config, overrides = _sleeper(tmp_path, stop=False, seconds=2)
     proc = _run_in_process(config, overrides)
     record = stage_json(tmp_path / "results" / "idler", "nap", "accounting.json")
     assert proc == 0 and record["status"] == "done" and record["cpu_util"] < 0.05
@@ -70,11 +70,11 @@ def test_a_two_cpu_stage_that_sleeps_is_flagged_idle(tmp_path, monkeypatch):
 
 def test_a_flagged_stage_is_stopped_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(samplers, "given_cores", lambda: 2)
-    config, overrides = _sleeper(tmp_path, stop=True)
+    config, overrides = _sleeper(tmp_path, stop=True, seconds=8)
     started = time.monotonic()
     assert _run_in_process(config, overrides) == 1
     record = stage_json(tmp_path / "results" / "idler", "nap", "accounting.json")
-    assert time.monotonic() - started < 3.5                      # stopped, not left to sleep its 4 s
+    assert time.monotonic() - started < 6                        # stopped, not left to sleep its 8 s
     assert record["status"] == "failed" and record["error"].startswith("IdleStop: stopped idle (sampler.stop_idle): ")
     assert "cores busy" in record["idle"]
 
