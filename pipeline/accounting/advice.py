@@ -162,6 +162,7 @@ def apply(exp, advice: list[Advice]) -> list[str]:
         stage = exp.stages[a.stage]
         stage.resources = dataclasses.replace(stage.resources, **a.advised)
         # the jobs' resolved config says what they were given, too
-        exp.raw["stages"][a.stage].setdefault("resources", {}).update(a.advised)
+        spec = exp.raw["stages"][a.stage]        # a new mapping: YAML anchors may share the old one
+        spec["resources"] = {**(spec.get("resources") or {}), **a.advised}
         changed.append(f"{a.stage}: " + ", ".join(f"{k} {a.asked[k]} -> {v}" for k, v in a.advised.items()))
     return changed

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from tests.support.cli import cli, job_ids_from_table, sets
-from tests.support.cluster import wait_sacct_final
+from tests.support.cluster import wait_for_jobs, wait_sacct_final
 from tests.support.experiments import write_experiment
 from tests.support.results import read_csv
 
@@ -73,13 +73,14 @@ def test_timeout_raises_the_limit_and_right_size_completes_it(slurm, tmp_path):
                 timeout=900)
     job = job_ids_from_table(first.stdout)["slow"]
     assert first.returncode == 1 and wait_sacct_final([job]) == {job: "TIMEOUT"}
+    wait_for_jobs([job], timeout=120)          # out of squeue too (a timed-out job lingers as COMPLETING)
     advice = cli("advise", "-c", str(config), *overrides).stdout
     assert "| slow | 0 successful attempt(s), last TIMEOUT | 1 -> 00:05:00 |" in advice
     second = cli("submit", "all", "-c", str(config), "--executor", "slurm", "--wait", "--right-size", *overrides,
                  timeout=900)
     assert "[pipeline] right-size: slow: time 1 -> 00:05:00" in second.stdout
     rerun = job_ids_from_table(second.stdout)["slow"]
-    assert wait_sacct_final([rerun]) == {rerun: "COMPLETED"}
+    assert rerun != job and wait_sacct_final([rerun]) == {rerun: "COMPLETED"}, second.stdout
     assert "time: 1\n" in config.read_text() or 'time: "1"' in config.read_text()    # the file is as written
 
 

@@ -53,3 +53,22 @@ def test_a_plain_process_run_falls_back_to_its_own_record():
     row = {"peak_rss_mb": 700, "cpu_util": 0.5, "cpus": 4}
     advice = advise_stage("local", {**ASKED, "cpus_per_task": 4}, row, [{"state": "done", "elapsed_s": 100}])
     assert advice.advised == {"time": "00:05:00", "mem": "2G", "cpus_per_task": 3}     # 1050 MiB; 2 x 1.25 cores
+
+
+def test_apply_changes_the_stages_in_memory_only(tmp_path):
+    from pipeline.accounting.advice import apply
+    from pipeline.core import config
+    from tests.support.experiments import write_experiment
+    path = write_experiment(tmp_path, """\
+        name: rs
+        resources: {time: "1", mem: 4G, cpus_per_task: 2}
+        stages:
+          a: {kind: command, argv: ["true"]}
+          b: {kind: command, argv: ["true"]}
+        """, "rs.yaml")
+    text = path.read_text()
+    exp = config.load(path)
+    timeout = advise_stage("a", ASKED | {"time": "1"}, {}, [_attempt("TIMEOUT")])
+    assert apply(exp, [timeout]) == ["a: time 1 -> 00:05:00"]
+    assert exp.stages["a"].resources.time == "00:05:00" and exp.stages["b"].resources.time == "1"
+    assert exp.raw["stages"]["a"]["resources"] == {"time": "00:05:00"} and path.read_text() == text
