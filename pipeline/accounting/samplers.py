@@ -53,11 +53,13 @@ class CpuReader:
         import psutil
         self.psutil, self.me = psutil, psutil.Process()
 
-    def read(self) -> tuple[float, float]:
-        """(CPU seconds so far, RSS in MiB now), children that exited included in the CPU time."""
+    def read(self, live_children: bool = True) -> tuple[float, float]:
+        """(CPU seconds so far, RSS in MiB now), children that exited included in the CPU time.
+        Listing the live children scans /proc (~4 ms on a busy node): the samples at a stage's
+        start and end skip it (none yet; by the end a stage has waited for its children)."""
         t = self.me.cpu_times()
         cpu, rss = t.user + t.system + t.children_user + t.children_system, self.me.memory_info().rss
-        for child in self.me.children(recursive=True):
+        for child in self.me.children(recursive=True) if live_children else ():
             try:
                 ct = child.cpu_times()
                 cpu += ct.user + ct.system
@@ -206,7 +208,7 @@ class Sampler:
 
     def __enter__(self) -> Sampler:
         self.rapl_start = read_rapl_uj(self.rapl) if self.rapl else None
-        self._sample()
+        self._sample(live_children=False)
         self._thread.start()
         return self
 
@@ -220,7 +222,7 @@ class Sampler:
             self._stop.set()
             if self._thread is not threading.current_thread():
                 self._thread.join()
-            self._sample()
+            self._sample(live_children=False)
             self.rapl_end = read_rapl_uj(self.rapl) if self.rapl else None
             if self.gpu:
                 self.gpu_energy = self.gpu.energy_j()
@@ -233,8 +235,8 @@ class Sampler:
             if self.idle is None:
                 self._check_idle()
 
-    def _sample(self) -> None:
-        now, (cpu_s, rss) = time.monotonic(), self.cpu.read()
+    def _sample(self, live_children: bool = True) -> None:
+        now, (cpu_s, rss) = time.monotonic(), self.cpu.read(live_children)
         sample = {"t": now, "cpu_s": cpu_s, "rss_mb": rss}
         if self.gpu:
             reading = self.gpu.read()
