@@ -27,7 +27,7 @@ COLUMNS = (
     *SAMPLED_COLUMNS, "idle",
 )
 # One row per attempt (or step) of every stage: results/attempts.csv, the timeline's data.
-ATTEMPT_COLUMNS = ("experiment", "stage", "job", "step", "attempt", "state", "gpus", "submit", "start", "end",
+ATTEMPT_COLUMNS = ("experiment", "stage", "variant", "job", "step", "attempt", "state", "gpus", "submit", "start", "end",
                    "queue_wait_s", "elapsed_s", "timelimit_s", "time_eff", "req_mem_mb", "maxrss_step_mb",
                    "mem_eff", "alloc_cpus", "cpu_eff", "energy_j")
 SECONDS_PER_HOUR = 3600

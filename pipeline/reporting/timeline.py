@@ -11,13 +11,14 @@ from pathlib import Path
 
 from pipeline.accounting.record import attempt_columns, total_device_hours
 
+MAX_LABELLED = 80    # stages named on the timeline's axis; more are drawn as unnamed rows
 # Parts of a stage's accounting that ended without success and that a later attempt continued.
 _REQUEUED = ("REQUEUED", "PREEMPTED", "NODE_FAIL", "interrupted", "killed")
 
 
 def attempt_rows(row: dict, usage: dict | None) -> list[dict]:
     """One efficiency.csv row and its executor usage -> its attempts.csv rows (ATTEMPT_COLUMNS)."""
-    base = {"experiment": row.get("experiment"), "stage": row.get("stage"),
+    base = {"experiment": row.get("experiment"), "stage": row.get("stage"), "variant": row.get("variant"),
             "gpus": row.get("num_devices") if row.get("device") == "cuda" else 0}
     parts = (usage or {}).get("parts")
     if parts:
@@ -71,9 +72,15 @@ def totals_paragraph(experiment: str, t: dict) -> str:
             f"{say(t['energy_j'], 'J', 'not measured (no energy counter readable here)')}.")
 
 
+def _colour(state: str) -> str:
+    if state in _REQUEUED:
+        return "tab:purple"
+    return "tab:blue" if state.upper() in ("COMPLETED", "DONE", "") else "tab:red"
+
+
 def draw(attempts: list[dict], path: Path) -> Path | None:
     """The timeline PNG: a row per stage, each attempt a bar, queued (orange) before running (blue),
-    a requeued or interrupted attempt hatched red, failed ones red; GPU stages' labels say GPU."""
+    a requeued or interrupted attempt purple, a failed one red; GPU stages' labels say GPU."""
     spans = [(a, _time(a.get("start")), _time(a.get("end"))) for a in attempts]
     spans = [(a, s, e) for a, s, e in spans if s is not None and e is not None]
     if not spans:
@@ -81,22 +88,33 @@ def draw(attempts: list[dict], path: Path) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    t0 = min(min(s - (_num(a.get("queue_wait_s")) or 0) for a, s, _ in spans), min(s for _, s, _ in spans))
-    stages = list(dict.fromkeys(str(a["stage"]) for a, _, _ in spans))
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(stages) + 1.5))
+    t0 = min(s - (_num(a.get("queue_wait_s")) or 0) for a, s, _ in spans)
+
+    def label(a):
+        return f"{a['stage']} [{a['variant']}]" if a.get("variant") else str(a["stage"])
+    row = {name: i for i, name in enumerate(dict.fromkeys(label(a) for a, _, _ in spans))}
+    stages = list(row)
+    # a row per stage up to a readable height; a DAG of hundreds of stages gets thinner rows
+    height = min(0.5 * len(stages), 40)
+    fig, ax = plt.subplots(figsize=(9, height + 1.5))
+    bars: dict[str, list] = {}         # colour -> [(row, from, to)]: one line collection each (fast at 1,000s)
     for a, start, end in spans:
-        y, wait = stages.index(str(a["stage"])), _num(a.get("queue_wait_s")) or 0
+        y, wait = row[label(a)], _num(a.get("queue_wait_s")) or 0
         if wait:
-            ax.barh(y, wait, left=start - wait - t0, color="tab:orange", height=0.5)
-        state = str(a.get("state") or "")
-        color = "tab:red" if state in _REQUEUED or state.upper() not in ("COMPLETED", "DONE", "") else "tab:blue"
-        ax.barh(y, max(end - start, 0.5), left=start - t0, color=color, height=0.5,
-                hatch="//" if state in _REQUEUED else None, edgecolor="white")
-    gpu = {str(a["stage"]) for a, _, _ in spans if _num(a.get("gpus"))}
-    ax.set_yticks(range(len(stages)), [f"{s} (GPU)" if s in gpu else s for s in stages])
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first attempt was queued (orange: queued; blue: ran; red: failed, "
-                  "hatched: requeued/interrupted)", fontsize=8)
+            bars.setdefault("tab:orange", []).append((y, start - wait - t0, start - t0))
+        bars.setdefault(_colour(str(a.get("state") or "")), []).append((y, start - t0, max(end, start + 0.5) - t0))
+    thick = 0.6 * 72 * height / max(len(stages), 1)          # points: 60% of a row
+    for colour, items in bars.items():
+        ys, lefts, rights = zip(*items)
+        ax.hlines(ys, lefts, rights, colors=colour, linewidth=thick)
+    ax.set_ylim(len(stages) - 0.5, -0.5)
+    gpu = {label(a) for a, _, _ in spans if _num(a.get("gpus"))}
+    if len(stages) <= MAX_LABELLED:
+        ax.set_yticks(range(len(stages)), [f"{s} (GPU)" if s in gpu else s for s in stages])
+    else:                               # unreadable anyway, and slow to draw: rows in file order
+        ax.set_ylabel(f"{len(stages)} stages, in the order of the experiment")
+    ax.set_xlabel("seconds since the first attempt was queued (orange: queued; blue: ran; purple: requeued "
+                  "or interrupted; red: failed)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
