@@ -72,10 +72,12 @@ class CpuReader:
 class NvmlReader:
     """The stage's GPUs through NVML. `nvml` is the pynvml module (a recorded fake in tests)."""
 
-    def __init__(self, nvml, indexes: list[int]):
+    def __init__(self, nvml, devices: list[int | str]):
+        """`devices`: NVML indexes, or UUIDs (`GPU-...`) as CUDA_VISIBLE_DEVICES may name them."""
         self.nvml = nvml
         nvml.nvmlInit()
-        self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in indexes]
+        self.handles = [nvml.nvmlDeviceGetHandleByUUID(d) if isinstance(d, str) else
+                        nvml.nvmlDeviceGetHandleByIndex(d) for d in devices]
         self.total_mb = sum(nvml.nvmlDeviceGetMemoryInfo(h).total for h in self.handles) / 2**20
         self.energy_start = self._energy_mj()
 
@@ -118,10 +120,10 @@ def open_nvml(gpus: int, nvml=None) -> tuple[NvmlReader | None, str | None]:
             import pynvml as nvml          # nvidia-ml-py: pip install -e '.[gpu]'
         except ImportError:
             return None, "nvidia-ml-py is not installed (pip install -e '.[gpu]')"
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    indexes = [int(i) for i in visible.split(",")] if visible.replace(",", "").isdigit() else list(range(gpus))
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = [int(d) if d.isdigit() else d for d in visible] or list(range(gpus))
     try:
-        return NvmlReader(nvml, indexes[:gpus]), None
+        return NvmlReader(nvml, devices[:gpus]), None
     except Exception as err:               # no driver, no device: NVMLError and its subclasses
         return None, f"NVML could not be read ({type(err).__name__}: {err})"
 

@@ -44,6 +44,9 @@ class FakeNvml:
             raise self.NVMLError(f"Invalid Argument: no device {index}")
         return index
 
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return self.nvmlDeviceGetHandleByIndex(int(uuid.rsplit("-", 1)[1]))     # `GPU-fake-<index>`
+
     def nvmlDeviceGetUtilizationRates(self, handle):
         if handle == 0:
             self.i += 1

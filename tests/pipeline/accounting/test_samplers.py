@@ -59,7 +59,16 @@ def test_nvml_without_an_energy_counter_integrates_power():
     assert cols["gpu_energy_j"] == pytest.approx(sum(5 * (a + b) / 2 for a, b in zip(watts, watts[1:])))
 
 
-def test_nvml_reasons_when_it_cannot_be_read():
+def test_nvml_reads_the_devices_cuda_visible_devices_names(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-fake-1,GPU-fake-0")
+    reader, why = open_nvml(1, FakeNvml(devices=2))
+    assert why is None and reader.handles == [1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert open_nvml(1, FakeNvml(devices=2))[0].handles == [1]
+
+
+def test_nvml_reasons_when_it_cannot_be_read(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert open_nvml(0) == (None, "the stage asked for no GPU")
     reader, why = open_nvml(2, FakeNvml(devices=1))
     assert reader is None and "NVML could not be read" in why and "no device 1" in why
@@ -105,3 +114,14 @@ def test_rapl_energy_from_readable_package_counters(tmp_path):
     (tmp_path / "intel-rapl:0" / "energy_uj").write_text("31000000")     # +30 J
     (tmp_path / "intel-rapl:1" / "energy_uj").write_text("5000000")      # wrapped: +~6 J
     assert rapl_energy_j(start, read_rapl_uj(domains)) == pytest.approx(30 + (262143999999 - 262143000000 + 5000000) / 1e6)
+
+
+def test_the_sampler_flags_an_idle_gpu_while_the_stage_runs():
+    idle_series = [(3, GIB, 60_000, 1_000_000 + 1000 * i) for i in range(200)]
+    seen = []
+    with Sampler(SamplerSettings(every_s=0.05, idle_window_s=0.3), gpus=1, nvml=FakeNvml(idle_series),
+                 on_idle=seen.append) as sampler:
+        time.sleep(0.8)
+    result = sampler.result()
+    assert seen == [result["idle"]] and result["idle"].startswith("GPU 0 averaged 3% utilisation over the last")
+    assert result["gpu_util_low_share"] == 1.0 and result["gpu_util_mean"] == 3.0
