@@ -25,11 +25,15 @@ def cmd_submit(args) -> int:
     from pipeline.core.variants import expand, load_variants
     from pipeline.runner import run_in_job
     exp = _load(args)  # validate everything before anything is submitted
-    if args.right_size:
-        _right_size(exp)
     variants, limit = expand(exp, args.sweep or [], args.variant or "", args.set or [])
+    if args.right_size and not variants:
+        _right_size(exp)
     executor = executors.make_executor(args.executor, dry_run=args.dry_run, entry=run_in_job)
     if variants:
+        if args.right_size:
+            print("[pipeline] right-size: not applied to variants (each has its own history); submit them "
+                  "without --right-size, or the plain run with it", file=sys.stderr)
+            return 2
         from pipeline.cli.submit import submit_variants
         exps = load_variants(args.config or config_mod.default_config_path(), args.set or [], variants)
         print(f"[pipeline] {len(exps)} variant(s) of {exp.name!r}: {', '.join(e.variant for e in exps)}")
