@@ -56,13 +56,14 @@ def test_asked_vs_used_queue_wait_and_advice(slurm, tmp_path):
     assert "| 4G -> 512M |" in hold_line and "| 2 -> 1 |" in hold_line          # ~300 MB peak + 50%; one core
 
 
-# A 1-minute limit for a stage that needs ~70 s. signal_delay_s 0: no warning signal before the
-# limit (with one, submitit requeues the job instead), so the job ends TIMEOUT.
+# A 1-minute limit for a stage that needs 105 s. SLURM enforces limits on a ~30 s sweep (killed at
+# 65-71 s here), so a stage needing ~70 s sometimes finished first. signal_delay_s 0: no warning
+# signal before the limit (with one, submitit requeues the job instead), so the job ends TIMEOUT.
 SLOW = """\
     name: slow
     signal_delay_s: 0
     stages:
-      slow: {kind: command, argv: ["sleep", "70"], resources: {time: "1", mem: 200M, cpus_per_task: 1}}
+      slow: {kind: command, argv: ["sleep", "105"], resources: {time: "1", mem: 200M, cpus_per_task: 1}}
     """
 
 
