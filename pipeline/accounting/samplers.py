@@ -11,6 +11,7 @@ stage gets a log line with what to check, an `idle` note in its record, and is s
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 import threading
@@ -248,10 +249,10 @@ class Sampler:
 
     def _check_idle(self) -> None:
         since = self.samples[-1]["t"] - self.settings.idle_window_s
-        older = [i for i, s in enumerate(self.samples) if s["t"] <= since]
-        if not older:
+        first = bisect.bisect_right(self.samples, since, key=lambda s: s["t"]) - 1   # a sample a window old
+        if first < 0:
             return                          # the stage is younger than the window
-        window = self.samples[older[-1]:]   # from the last sample at least a window old
+        window = self.samples[first:]
         reason = idle_reason(window, self.settings, self.cores)
         if reason:
             self.idle = reason
