@@ -410,6 +410,8 @@ def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
     if cancelled:                   # what waited on them with afterany (the report) runs now
         _wait_until_settled(exps, poll_s)
     _refresh_report(exps[0])
+    from pipeline.reporting.report import summary
+    print(f"[pipeline] {summary(exps[0].results_dir.parent, exps[0].name)}", flush=True)
     bad = [(exp.variant, r) for exp in exps for r in stage_states(exp)      # the shared report is not a variant's
            if r["state"] not in ("done", "cached", "skipped")
            and not contract.experiment_wide(exp.stages[r["stage"]].kind)]
