@@ -1,6 +1,7 @@
 """Run stages in this process: what queued jobs, the local executor and tests all call."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -19,6 +20,7 @@ import yaml
 import safeio
 from pipeline import contract, executors
 from pipeline.accounting.record import METRIC_COLUMNS
+from pipeline.accounting.samplers import IdleStop, Sampler, SamplerSettings
 from pipeline.contract import StageContext, UpstreamError
 from pipeline.core import state
 from pipeline.core.config import Experiment, from_raw, resolved_stage_config
@@ -26,6 +28,7 @@ from pipeline.core.dag import forced, select
 from pipeline.core.fingerprint import fingerprints
 from pipeline.core.paths import REPO_ROOT, StagePaths
 from pipeline.core.progress import ProgressWriter, no_progress
+from pipeline.core.schema import build
 
 
 class UpstreamNotDone(RuntimeError):
@@ -83,14 +86,16 @@ def run_stage(exp: Experiment, name: str, job_id: str | None = None, fps: dict |
         log.info("start %s (kind %s, fingerprint %s, job %s, attempt %d)", name, stage.kind, fps[name],
                  job_id or "-", len(tries["attempts"]))
         started = time.time()
-        with _StopOnSigterm() as stopper, _heartbeat(files.attempts):
+        with _StopOnSigterm() as stopper, _heartbeat(files.attempts), _sampled(exp, name, log) as sampler:
             try:
                 metrics = contract.get(stage.kind).run(stage.params, ctx) or {}
                 stopper.disarm()  # the stage's work is complete: a SIGTERM from now on changes nothing
             except BaseException as err:
                 stopper.disarm()
+                record.update(sampler.stop())
                 _end_failed_attempt(exp, name, err, ctx, record, tries, started)
                 raise
+        record.update(sampler.stop())
         status = metrics.pop("status", "done")
         record.update(_finish(started), status=status, skip_reason=metrics.pop("skip_reason", None))
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
@@ -154,15 +159,17 @@ def _run_array_task(exp: Experiment, name: str, out: Path, fingerprint: str, fre
         log.info("start %s task %d of %d (kind %s, fingerprint %s, job %s, attempt %d)", name, task, tasks,
                  stage.kind, fingerprint, job_id or "-", len(tries["attempts"]))
         started = time.time()
-        with _StopOnSigterm() as stopper, _heartbeat(files.task(task).attempts):
+        with _StopOnSigterm() as stopper, _heartbeat(files.task(task).attempts), _sampled(exp, name, log) as sampler:
             try:
                 metrics = contract.get(stage.kind).run(stage.params, ctx) or {}
                 stopper.disarm()
             except BaseException as err:
                 stopper.disarm()
+                record.update(sampler.stop())
                 ctx.out_dir = task_dir            # this task's attempt record, not the stage's
                 _end_failed_attempt(exp, name, err, ctx, record, tries, started)
                 raise
+        record.update(sampler.stop())
         record.update(_finish(started), status=metrics.pop("status", "done"))
         record.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics}, **ctx.accounting)
         record.update(_close_attempt(tries, record["status"], record["wall_s"]))
@@ -312,6 +319,52 @@ class _StopOnSigterm:
         return False
 
 
+@contextlib.contextmanager
+def _sampled(exp: Experiment, name: str, log):
+    """The stage's sampler (pipeline/accounting/samplers.py) while it runs. With sampler.stop_idle,
+    an idle stage is stopped: the sampler thread raises IdleStop in the stage's (main) thread,
+    which the runner records as a failed attempt with the sampler's reason."""
+    settings = build(SamplerSettings, exp.raw.get("sampler"), "sampler")
+    with (_IdleStopper() if settings.stop_idle else contextlib.nullcontext()) as stopper:
+        if stopper and not stopper.installed:
+            log.warning("sampler.stop_idle: this stage runs outside the main thread; an idle stage is "
+                        "flagged, not stopped")
+        with Sampler(settings, exp.stages[name].resources.gpus, log, on_idle=stopper.stop if stopper else None) \
+                as sampler:
+            yield sampler
+
+
+_IDLE_SIGNAL = signal.SIGRTMIN + 3
+
+
+class _IdleStopper:
+    """Raise IdleStop in the main thread from the sampler's thread: a signal sent to the main thread
+    alone (a real one, so a stage blocked waiting on a child process or sleeping wakes up; the
+    child of a `command` stage is killed by subprocess as the exception passes). A real-time
+    signal: USR1 and USR2 are the batch system's time-limit warnings (steps.py, submitit)."""
+
+    def __enter__(self):
+        self.reason = None
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.previous = signal.signal(_IDLE_SIGNAL, self._handle)
+        return self
+
+    def stop(self, reason: str) -> None:
+        if self.installed and self.reason is None:
+            self.reason = reason
+            signal.pthread_kill(threading.main_thread().ident, _IDLE_SIGNAL)
+
+    def _handle(self, signum, frame):
+        if self.reason is not None:
+            raise IdleStop(f"stopped idle (sampler.stop_idle): {self.reason}")
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(_IDLE_SIGNAL, self.previous)
+        return False
+
+
 SIGTERM_RECEIVED = False   # set once a stage of this process got SIGTERM: `run all` starts no more
 
 
@@ -396,9 +449,11 @@ def _base_record(exp: Experiment, name: str, job_id: str | None, fingerprint: st
 
 
 def _finish(started: float) -> dict:
-    # ru_maxrss is in KiB on Linux; it is the process peak so far (a `run all` job shares one).
+    # ru_maxrss is in KiB on Linux; it is the process peak so far (a `run all` job shares one), or
+    # that of its largest child process (a `command` stage's program) if that was larger.
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return {"wall_s": round(time.time() - started, 3), "finished_at": safeio.now_iso(),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak / 1024, 1)}
 
 
 @functools.lru_cache(maxsize=1)   # once per process: a `run all` of 1,000 stages asked git 2,000 times

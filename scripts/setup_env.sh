@@ -25,6 +25,6 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  install -e ".[test,deploy,search]"
+  install -e ".[test,deploy,search,gpu]"
   touch "$stamp"
 fi

@@ -28,8 +28,14 @@ def cmd_submit(args) -> int:
     from pipeline.runner import run_in_job
     exp = _load(args)  # validate everything before anything is submitted
     variants, limit = expand(exp, args.sweep or [], args.variant or "", args.set or [])
+    if args.right_size and not variants:
+        _right_size(exp)
     executor = executors.make_executor(args.executor, dry_run=args.dry_run, entry=run_in_job)
     if variants:
+        if args.right_size:
+            print("[pipeline] right-size: not applied to variants (each has its own history); submit them "
+                  "without --right-size, or the plain run with it", file=sys.stderr)
+            return 2
         from pipeline.cli.submit import submit_variants
         exps = load_variants(args.config or config_mod.default_config_path(), args.set or [], variants)
         print(f"[pipeline] {len(exps)} variant(s) of {exp.name!r}: {', '.join(e.variant for e in exps)}")
@@ -37,6 +43,38 @@ def cmd_submit(args) -> int:
                                wait=args.wait, explain=args.explain)
     return submit(exp, executor, args.stages, force=args.force, dry_run=args.dry_run, explain=args.explain,
                   wait=args.wait)
+
+
+def _advice(exp: config_mod.Experiment) -> list:
+    """Advice for the next submit from every attempt the experiment's stages have made so far."""
+    from pipeline.accounting.advice import RESOURCES, advise
+    from pipeline.reporting.report import ATTEMPTS, collect
+    rows, _ = collect(Path(exp.paths.results), exp.name, started=True)
+    asked = {n: {k: getattr(s.resources, k) for k in RESOURCES} for n, s in exp.stages.items()}
+    return advise(asked, rows, lambda r: r[ATTEMPTS])
+
+
+def _right_size(exp: config_mod.Experiment) -> None:
+    """submit --right-size: the advice applied to the stages with history, in memory, said."""
+    from pipeline.accounting.advice import apply
+    changed = apply(exp, _advice(exp))
+    for line in changed or ["no stage with history needs a change"]:
+        print(f"[pipeline] right-size: {line}", flush=True)
+
+
+def cmd_advise(args) -> int:
+    from pipeline.accounting.advice import CPU_MARGIN, MEM_MARGIN, TIME_MARGIN, table
+    from safeio.markdown import markdown_table
+    exp = _load(args)
+    rows = table(_advice(exp))
+    if not rows:
+        print(f"no stage of {exp.name!r} has run yet: nothing to advise (submit it first)")
+        return 0
+    print(markdown_table(rows, tuple(rows[0])))
+    print(f"\nMargins over the largest use seen: memory +{MEM_MARGIN - 1:.0%}, time +{TIME_MARGIN - 1:.0%}, "
+          f"cores +{CPU_MARGIN - 1:.0%}; raises after OUT_OF_MEMORY or TIMEOUT. "
+          f"`submit --right-size` applies it (the config file stays as it is).")
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -200,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
                    help="one variant per value (repeatable: every combination), e.g. --sweep stages.train.lr=0.1,0.01; "
                         "a stage's variants go to SLURM as one job array")
+    p.add_argument("--right-size", action="store_true", help="apply `advise` to the stages that have run "
+                   "before (their time, mem, cpus_per_task, gpus) and print what changed; the config file stays")
     p.set_defaults(fn=cmd_submit)
+
+    p = common(sub.add_parser("advise", help="what to ask for next time, per stage, from the attempts so far"))
+    p.set_defaults(fn=cmd_advise)
 
     p = common(sub.add_parser("run", help="run stages in this process (what jobs execute)"))
     p.add_argument("stages", nargs="+", help="stage names or 'all'")

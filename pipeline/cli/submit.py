@@ -185,6 +185,8 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
     rows = [r for r in stage_states(exp) if r["stage"] in selected]
     for r in rows:
         print(f"{r['stage']:<16} {r['state']:<10} {r['job_id'] or '-':<8} {r['log'] or ''}")
+    from pipeline.reporting.report import summary
+    print(f"[pipeline] {summary(exp.results_dir.parent, exp.name)}", flush=True)
     return 0 if all(r["state"] in ("done", "cached", "skipped") for r in rows) else 1
 
 
@@ -478,6 +480,8 @@ def _wait_variants(exps: list[Experiment], poll_s: float = 3.0) -> int:
     if cancelled:                   # what waited on them with afterany (the report) runs now
         _wait_until_settled(exps, poll_s)
     _refresh_report(exps[0])
+    from pipeline.reporting.report import summary
+    print(f"[pipeline] {summary(exps[0].results_dir.parent, exps[0].name)}", flush=True)
     bad = [(exp.variant, r) for exp, rows in zip(exps, states_of(exps)) for r in rows  # the shared report is not a variant's
            if r["state"] not in ("done", "cached", "skipped")
            and not contract.experiment_wide(exp.stages[r["stage"]].kind)]

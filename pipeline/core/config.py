@@ -172,6 +172,8 @@ class _Top:  # the top-level keys of a merged experiment file
     setup: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     signal_delay_s: int = field(default=120, metadata={"min": 0})
+    sampler: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the stages' resource sampler and idle watch (pipeline/accounting/samplers.py)"})
     stage_modules: list[str] = field(default_factory=lambda: ["jobs"])
     default_experiment: Optional[str] = None
     partitions: Partitions = field(default_factory=Partitions)
@@ -255,6 +257,8 @@ def from_raw(raw: dict, source: str = "<resolved>") -> Experiment:
     # `--set resources.x=...`) is reported under the key the user wrote, once.
     base_resources = build(Resources, top.resources, "resources")
     _check_resources(base_resources, "resources")
+    from pipeline.accounting.samplers import SamplerSettings   # checked here, read by the runner
+    build(SamplerSettings, top.sampler, "sampler")
     stages = {name: _build_stage(name, spec, base_resources, top.partitions) for name, spec in top.stages.items()}
     if not stages:
         raise ConfigError("stages", "an experiment needs at least one stage")

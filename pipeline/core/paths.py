@@ -70,6 +70,8 @@ VARIANTS = "variants"
 VARIANT_INDEX = "variant.json"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_PNG = "comparison.png"
+ATTEMPTS_CSV = "attempts.csv"     # results/: one row per attempt of every stage (the timeline's data)
+TIMELINE_PNG = "timeline.png"     # results/<exp>/: where each experiment's time went
 
 
 def experiment_dir(results: Path, experiment: str) -> Path:

@@ -50,6 +50,16 @@ def check_request(resources, key: str) -> None:
     batch_formats.check_request(resources, key)
 
 
+def request_seconds(time: str) -> int:
+    """A stage's `resources.time` (the batch backend's forms) -> seconds."""
+    return batch_formats.time_seconds(time)
+
+
+def request_mem_mb(mem: str) -> float:
+    """A stage's `resources.mem` (the batch backend's forms) -> MiB."""
+    return batch_formats.mem_mb(mem)
+
+
 def job_environment() -> JobEnvironment:
     """The job this process runs in: the batch system's, else what the local executor set."""
     env = batch_env.job_environment()

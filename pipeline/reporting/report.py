@@ -11,50 +11,53 @@ import sys
 from pathlib import Path
 
 import safeio
-from pipeline.accounting.record import COLUMNS, METRIC_COLUMNS, gpu_hours, scheduler_columns
+from pipeline.accounting.record import ATTEMPT_COLUMNS, COLUMNS, METRIC_COLUMNS, gpu_hours, scheduler_columns
 from pipeline.core import paths, state
 from pipeline.core.paths import StagePaths
 from pipeline.executors import UsageRequest
 from pipeline.executors.watch import schedulers, usages
+from pipeline.reporting import timeline
 from safeio.markdown import markdown_table
 
 # report.md's table per experiment: these, with the metric columns its stages filled in between.
 SUMMARY_HEAD = ("stage", "variant", "kind", "status", "job_id", "step_id", "attempts", "device", "wall_s", "throughput_per_s")
-SUMMARY_TAIL = ("sacct_state", "sacct_attempts", "sacct_elapsed_s", "sacct_cpu_eff", "sacct_maxrss_task_mb",
-                "sacct_maxrss_step_mb")
+SUMMARY_TAIL = ("sacct_state", "sacct_attempts", "sacct_queue_wait_s", "sacct_elapsed_s", "sacct_cpu_eff",
+                "sacct_maxrss_step_mb", "sacct_mem_eff", "sacct_time_eff", "cpu_util", "gpu_util_mean", "idle")
 UNREADABLE = "accounting-unreadable"
 
 
-def collect(results: Path, experiment: str) -> tuple[list[dict], str | None]:
-    rows, why = collect_all(results, [experiment])
+def collect(results: Path, experiment: str, started: bool = False) -> tuple[list[dict], str | None]:
+    rows, why = collect_all(results, [experiment], started)
     return rows[experiment], why
 
 
-def collect_all(results: Path, experiments: list[str]) -> tuple[dict[str, list[dict]], str | None]:
+def collect_all(results: Path, experiments: list[str], started: bool = False) -> tuple[dict[str, list[dict]], str | None]:
     """Per experiment, one row per stage folder, joined with the executor's accounting (the sacct_*
     columns, every attempt) in one query per backend for all of them. A stage whose
     accounting.json is unreadable, or missing although the stage finished, keeps its row (status
     accounting-unreadable, the job id from job.json so the sacct columns still fill) and a
-    warning goes to stderr."""
-    records = [r for e in experiments for r in _experiment_records(results, e)]
+    warning goes to stderr. `started`: also stages whose attempts left no record (_stage_records)."""
+    records = [r for e in experiments for r in _experiment_records(results, e, started)]
     used, why = usages({i: (r.pop(EXECUTOR), UsageRequest(tuple(_job_ids(r)), _step_name(r["experiment"], r),
                                                           r.get("step_id")))
                         for i, r in enumerate(records)})
     out: dict[str, list[dict]] = {e: [] for e in experiments}
     for i, rec in enumerate(records):
         row = {**rec, **scheduler_columns(used.get(i)), "gpu_hours": gpu_hours(rec)}
-        out[rec["experiment"]].append({**{c: row.get(c) for c in COLUMNS}, ENDED: (used.get(i) or {}).get("ended")})
+        out[rec["experiment"]].append({**{c: row.get(c) for c in COLUMNS}, ENDED: (used.get(i) or {}).get("ended"),
+                                       ATTEMPTS: timeline.attempt_rows(row, used.get(i)),
+                                       UNMEASURED: rec.get("unmeasured") or {}})
     for e, rows in out.items():
         order = _stage_order(results / e)
         rows.sort(key=lambda r: (order.get(str(r["stage"]).split(":")[0], len(order)), r.get("variant") or ""))
     return out, why
 
 
-def _experiment_records(results: Path, experiment: str) -> list[dict]:
+def _experiment_records(results: Path, experiment: str, started: bool = False) -> list[dict]:
     """The accounting records of every stage folder of an experiment: its own and its variants'."""
     records = []
     for stage_dir in _stage_dirs(results / experiment):
-        records += _stage_records(stage_dir, experiment)
+        records += _stage_records(stage_dir, experiment, started)
     for stage_dir in _variant_dirs(results, experiment):     # each run once: the variant that owns it
         records += [{**r, "variant": stage_dir.parent.name} for r in _stage_records(stage_dir, experiment) if r]
     return [{**r, "experiment": experiment} for r in records if r]
@@ -62,6 +65,8 @@ def _experiment_records(results: Path, experiment: str) -> list[dict]:
 
 EXECUTOR = "_executor"   # the backend that ran a record's jobs (job.json), to ask for its accounting
 ENDED = "_ended"         # the stage's jobs have all ended: their CPU time is final (not a CSV column)
+ATTEMPTS = "_attempts"   # the stage's attempts.csv rows
+UNMEASURED = "_unmeasured"   # the sampler's reasons for the figures it could not have
 
 
 def _step_name(experiment: str, record: dict) -> str:
@@ -83,12 +88,17 @@ def _stage_dirs(exp_dir: Path) -> list[Path]:
     return sorted(p for p in exp_dir.iterdir() if p.is_dir() and StagePaths(p).is_stage_folder())
 
 
-def _stage_records(stage_dir: Path, experiment: str) -> list[dict]:
-    """The stage's accounting record and the extra rows it added (e.g. one per benchmarked variant)."""
+def _stage_records(stage_dir: Path, experiment: str, started: bool = False) -> list[dict]:
+    """The stage's accounting record and the extra rows it added (e.g. one per benchmarked variant).
+    `started`: also a row (from job.json) for a stage whose only attempts left no record, e.g.
+    killed for its memory, for the advice (the report leaves them out: they may still run)."""
     files = StagePaths(stage_dir)
     path = files.accounting
     record, problem = _read_record(path)
     if problem is None and record is None and not files.success.exists():
+        if started and files.attempts.exists():
+            return [{**_row_without_accounting(stage_dir, experiment), "status": "no-record",
+                     EXECUTOR: state.recorded_executor(stage_dir)}]
         return []   # not started yet, or still running its first attempt: nothing to account
     if problem is not None or record is None:
         problem = problem or "missing, although the stage finished (_SUCCESS is there)"
@@ -167,6 +177,7 @@ def write_report(results: Path, experiments: list[str] | None = None) -> tuple[P
     writer.writeheader()
     writer.writerows(all_rows)
     safeio.atomic_write_text(csv_path, buf.getvalue())
+    _write_attempts(results, rows_by_exp)
     all_exps = sorted({r["experiment"] for r in all_rows})
     rows_of = {e: rows_by_exp.get(e) or _rows_from_csv(all_rows, e) for e in all_exps}
     sections = {e: _section(results, e, *rows_of[e]) for e in all_exps}
@@ -180,6 +191,20 @@ def write_report(results: Path, experiments: list[str] | None = None) -> tuple[P
     return csv_path, md_path
 
 
+def _write_attempts(results: Path, rows_by_exp: dict) -> None:
+    """results/attempts.csv: every attempt of these experiments' stages; other experiments' rows kept
+    while their results are."""
+    path = results / paths.ATTEMPTS_CSV
+    kept = [r for r in _read_csv(path) if r.get("experiment") not in rows_by_exp
+            and paths.experiment_dir(results, r.get("experiment") or "-").is_dir()]
+    new = [a for rows, _ in rows_by_exp.values() for r in rows for a in r.get(ATTEMPTS, [])]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ATTEMPT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(kept + new)
+    safeio.atomic_write_text(path, buf.getvalue())
+
+
 def _rows_from_csv(rows: list[dict], experiment: str) -> tuple[list[dict], str | None]:
     return [r for r in rows if r["experiment"] == experiment], None
 
@@ -189,6 +214,7 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
     page shows the rest below a table of its own."""
     head = "\n".join([f"## {experiment}\n", markdown_table(rows, summary_columns(rows)), "", ""])
     out = [_total_time(rows)]
+    out += _where_the_time_went(results, experiment, rows)
     if sacct_why:
         out.append(f"{schedulers()} accounting (sacct) columns are empty: {sacct_why}.\n")
     out += _accounting_notes(results, experiment, rows)
@@ -204,6 +230,46 @@ def _section(results: Path, experiment: str, rows: list[dict], sacct_why: str | 
         from pipeline.reporting.comparison import write_comparison
         out.append(write_comparison(results, experiment, indexes))
     return head, "\n".join(out) + "\n"
+
+
+def summary(results: Path, experiment: str) -> str:
+    """One paragraph: the experiment's totals (what `submit --wait` ends with)."""
+    rows, _ = collect(Path(results), experiment)
+    return timeline.totals_paragraph(experiment, timeline.totals(rows, [a for r in rows for a in r[ATTEMPTS]]))
+
+
+def _where_the_time_went(results: Path, experiment: str, rows: list[dict]) -> list[str]:
+    """The experiment's totals, its timeline figure and the sampler's reasons for empty columns."""
+    attempts = [a for r in rows for a in r.get(ATTEMPTS, [])]
+    out = ["**Totals.** " + timeline.totals_paragraph(experiment, timeline.totals(rows, attempts)) + "\n"]
+    png = timeline.draw(attempts, paths.experiment_dir(results, experiment) / paths.TIMELINE_PNG)
+    if png:
+        out.append(f"![where the time went]({experiment}/{paths.TIMELINE_PNG})\n")
+    reasons = {f"{k}: {why}" for r in rows for k, why in (r.get(UNMEASURED) or {}).items()}
+    if reasons:
+        out.append("Empty sampled columns, why: " + "; ".join(sorted(reasons)) + ".\n")
+    idle = [r for r in rows if r.get("idle")]
+    for r in idle:
+        out.append(f"- **idle** `{r['stage']}`: {r['idle']}")
+    return out + _advice_table(results, experiment, rows)
+
+
+def _advice_table(results: Path, experiment: str, rows: list[dict]) -> list[str]:
+    """What `advise` says for the stages' next submit, against what each stage's config.yaml asked."""
+    import yaml
+
+    from pipeline.accounting.advice import RESOURCES, advise, table
+    resources = {}
+    for r in rows:
+        with contextlib.suppress(Exception):
+            folder = paths.experiment_dir(results, experiment) / str(r["stage"])
+            asked = (yaml.safe_load(StagePaths(folder).config.read_text()) or {})["resources"]
+            resources[str(r["stage"])] = {k: asked[k] for k in RESOURCES}
+    advice = table(advise(resources, rows, lambda row: row.get(ATTEMPTS, [])))
+    if not advice:
+        return []
+    return ["\n**Advice for the next submit** (`python -m pipeline advise`; `submit --right-size` applies it):\n",
+            markdown_table(advice, tuple(advice[0])), ""]
 
 
 def _total_time(rows: list[dict]) -> str:

@@ -7,11 +7,19 @@ What sacct reports (checked on the local cluster, slurm 22.05, `sacct --duplicat
 - the job line's TotalCPU is the sum of its steps' (batch, extern, 0, 1, ...): summing the job
   lines of the attempts counts every CPU second once;
 - MaxRSS is only on step lines and is the largest task of the step; NTasks says how many tasks;
-- while a job or step runs, TotalCPU counts only the steps that have finished (and MaxRSS too).
+- while a job or step runs, TotalCPU counts only the steps that have finished (and MaxRSS too);
+- ReqMem (`500M`; older releases add `n` per node or `c` per CPU), Timelimit, Submit, Eligible,
+  Start and End are on the job line (steps have their own Start/End, no ReqMem or Timelimit);
+  Eligible is when the job could first start: after its dependencies were satisfied, so Start -
+  Eligible is the wait for resources alone; a job not started yet has Start `Unknown`;
+- ConsumedEnergyRaw (joules) is 0 where no AcctGatherEnergyType records energy (the local
+  cluster: acct_gather_energy/none); TRESUsageInAve has `gres/gpuutil=` only where the cluster
+  gathers GPU usage.
 """
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Iterable
 
 # SLURM end states that mean the job did not succeed (sacct(1) JOB STATE CODES).
@@ -24,7 +32,10 @@ ENDED_STATES = ("COMPLETED", "REVOKED") + FAILED_STATES
 REQUEUED_STATES = ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL",
                    "SPECIAL_EXIT")
 SACCT_FIELDS = ("JobID", "JobName", "State", "Elapsed", "TotalCPU", "MaxRSS", "AllocCPUS", "NodeList",
-                "Partition", "NTasks")
+                "Partition", "NTasks", "ReqMem", "Timelimit", "Submit", "Eligible", "Start", "End",
+                "ConsumedEnergyRaw", "TRESUsageInAve")
+# The fields every record has had since the first release of this parser: a line with fewer is not one.
+_REQUIRED_FIELDS = 9
 _SIZE_UNITS = {"": 1 / 2**20, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
 
 
@@ -52,6 +63,40 @@ def parse_size_mb(text: str) -> float | None:
     return float(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
+def parse_timestamp(text: str) -> float | None:
+    """sacct time stamp (`2026-12-07T15:53:54`, the cluster's local time) -> Unix seconds;
+    `Unknown`, `None` (not started or not ended yet) -> None."""
+    try:
+        return datetime.fromisoformat((text or "").strip()).timestamp()
+    except ValueError:
+        return None
+
+
+def parse_req_mem_mb(text: str, cpus: int) -> float | None:
+    """ReqMem -> MiB for the whole job on its node: `4G`, `4Gn` (per node), `2Gc` (per CPU: x CPUs)."""
+    text = (text or "").strip()
+    per_cpu = text.endswith("c")
+    mb = parse_size_mb(text.rstrip("nc"))
+    if mb is None or mb == 0:
+        return None
+    return mb * (cpus or 1) if per_cpu else mb
+
+
+def parse_energy_j(text: str) -> float | None:
+    """ConsumedEnergyRaw -> joules; 0 or empty means the cluster recorded none (no energy plugin)."""
+    try:
+        joules = float(text)
+    except (TypeError, ValueError):
+        return None
+    return joules or None
+
+
+def parse_gpu_util(tres: str) -> float | None:
+    """TRESUsageInAve's `gres/gpuutil=NN` (percent), where the cluster gathers it; else None."""
+    match = re.search(r"gres/gpuutil=([0-9.]+)", tres or "")
+    return float(match.group(1)) if match else None
+
+
 def parse_state(text: str) -> str:
     """`CANCELLED by 0` -> `CANCELLED`; `COMPLETED` stays."""
     return (text or "").split(" ")[0].strip()
@@ -72,11 +117,20 @@ def parse_sacct_line(row: dict) -> dict:
     job, step = split_job_id(row["JobID"])
     rss = parse_size_mb(row.get("MaxRSS", ""))
     ntasks = int(row["NTasks"]) if (row.get("NTasks") or "").isdigit() else 1
+    cpus = int(row["AllocCPUS"] or 0)
+    submit, eligible, start = (parse_timestamp(row.get(k, "")) for k in ("Submit", "Eligible", "Start"))
+    since = eligible if eligible is not None else submit
     return {"job": job, "step": step, "name": row.get("JobName", ""), "state": parse_state(row["State"]),
             "elapsed_s": parse_duration(row["Elapsed"]), "totalcpu_s": parse_duration(row["TotalCPU"]),
-            "alloc_cpus": int(row["AllocCPUS"] or 0), "node": row.get("NodeList") or None,
+            "alloc_cpus": cpus, "node": row.get("NodeList") or None,
             "partition": row.get("Partition") or None, "maxrss_task_mb": rss,
-            "maxrss_step_mb": None if rss is None else rss * ntasks}
+            "maxrss_step_mb": None if rss is None else rss * ntasks,
+            "req_mem_mb": parse_req_mem_mb(row.get("ReqMem", ""), cpus),
+            "timelimit_s": parse_duration(row.get("Timelimit", "")),
+            "submit": submit, "start": start, "end": parse_timestamp(row.get("End", "")),
+            "queue_wait_s": None if step or start is None or since is None else round(max(0.0, start - since), 3),
+            "energy_j": parse_energy_j(row.get("ConsumedEnergyRaw", "")),
+            "gpu_util": parse_gpu_util(row.get("TRESUsageInAve", ""))}
 
 
 def parse_sacct_rows(text: str) -> list[dict]:
@@ -89,7 +143,7 @@ def parse_sacct_rows(text: str) -> list[dict]:
         if cells[0] == "JobID":
             fields = tuple(cells)
             continue
-        if len(cells) < len(fields) - 1 or not cells[0]:   # NTasks (last) may be missing in old records
+        if len(cells) < _REQUIRED_FIELDS or not cells[0]:   # later fields may be missing in old records
             continue
         rows.append(parse_sacct_line(dict(zip(fields, cells))))
     return rows
@@ -127,18 +181,22 @@ def current_attempts(attempts: list[dict]) -> list[dict]:
 
 
 def attempt_usage(attempt: dict) -> dict:
-    """A job attempt's usage: its job line (elapsed, CPU), the largest MaxRSS of its steps."""
+    """A job attempt's usage: its job line (elapsed, CPU, what it asked, when it queued and ran),
+    the largest MaxRSS of its steps, the mean GPU utilisation its steps recorded."""
     usage = dict(attempt["job"])
     steps = attempt["steps"]
     for key in ("maxrss_task_mb", "maxrss_step_mb"):
         values = [s[key] for s in steps if s[key] is not None]
         usage[key] = max(values) if values else None
+    utils = [s["gpu_util"] for s in steps if s.get("gpu_util") is not None]
+    usage["gpu_util"] = sum(utils) / len(utils) if utils else None
     return usage
 
 
 def combine(parts: list[dict]) -> dict | None:
-    """Usages of several attempts or steps -> one summary: elapsed and CPU summed, MaxRSS the
-    largest, state of the last one. CPU time and efficiency stay empty until the last one ended."""
+    """Usages of several attempts or steps -> one summary: elapsed, CPU, queue wait and energy
+    summed, MaxRSS the largest, what was asked and the state of the last one; `parts` keeps each
+    attempt's own numbers. CPU time and efficiency stay empty until the last one ended."""
     if not parts:
         return None
     last = parts[-1]
@@ -147,14 +205,30 @@ def combine(parts: list[dict]) -> dict | None:
     core_s = sum((p["elapsed_s"] or 0.0) * (p["alloc_cpus"] or 0) for p in parts)
     totalcpu = sum(p["totalcpu_s"] or 0.0 for p in parts) if ended else None
 
+    def known(key):
+        return [p[key] for p in parts if p.get(key) is not None]
+
     def largest(key):
-        values = [p[key] for p in parts if p[key] is not None]
-        return max(values) if values else None
+        return max(known(key)) if known(key) else None
+
+    def total(key):
+        return round(sum(known(key)), 3) if known(key) else None
     return {"state": last["state"], "ended": ended, "attempts": len(parts), "elapsed_s": round(elapsed, 3),
             "totalcpu_s": None if totalcpu is None else round(totalcpu, 3), "core_s": round(core_s, 3),
             "alloc_cpus": last["alloc_cpus"], "node": last["node"],
             "partition": next((p["partition"] for p in reversed(parts) if p["partition"]), None),
-            "maxrss_task_mb": largest("maxrss_task_mb"), "maxrss_step_mb": largest("maxrss_step_mb")}
+            "maxrss_task_mb": largest("maxrss_task_mb"), "maxrss_step_mb": largest("maxrss_step_mb"),
+            "req_mem_mb": last.get("req_mem_mb"), "timelimit_s": last.get("timelimit_s"),
+            "queue_wait_s": total("queue_wait_s"), "energy_j": total("energy_j"),
+            "gpu_util": sum(known("gpu_util")) / len(known("gpu_util")) if known("gpu_util") else None,
+            "submit": min(known("submit")) if known("submit") else None,
+            "end": last.get("end") if ended else None,
+            "parts": [{k: p.get(k) for k in PART_KEYS} for p in parts]}
+
+
+# What each attempt (or step) keeps of its own in a summary's `parts`.
+PART_KEYS = ("job", "step", "state", "elapsed_s", "totalcpu_s", "alloc_cpus", "maxrss_step_mb", "req_mem_mb",
+             "timelimit_s", "submit", "start", "end", "queue_wait_s", "energy_j")
 
 
 def parse_sacct(text: str) -> dict[str, dict]:
@@ -214,11 +288,14 @@ def _stage_parts(job: dict, step_name: str | None, step_id: str | None) -> list[
     recorded step id is the fallback. Never the whole allocation for a stage that ran as a step."""
     if not step_name or job["name"] == step_name:
         return [attempt_usage(a) for a in job["attempts_detail"]]
-    named = [s for a in job["attempts_detail"] for s in a["steps"] if s["name"] == step_name]
+    # a step asks for nothing itself: it holds its allocation's memory (no time limit or queue of its own)
+    named = [{**s, "req_mem_mb": a["job"]["req_mem_mb"]} for a in job["attempts_detail"] for s in a["steps"]
+             if s["name"] == step_name]
     if named:
         return named
     if step_id is not None:
-        same_id = [s for s in job["attempts_detail"][-1]["steps"] if s["step"] == str(step_id)]
+        last = job["attempts_detail"][-1]
+        same_id = [{**s, "req_mem_mb": last["job"]["req_mem_mb"]} for s in last["steps"] if s["step"] == str(step_id)]
         return same_id[-1:]
     return [attempt_usage(a) for a in job["attempts_detail"]]
 

@@ -60,3 +60,29 @@ def test_report_open_prints_the_page_and_opens_it_only_where_a_desktop_is(tmp_pa
     monkeypatch.setenv("DISPLAY", ":0")
     _open_in_browser(page)
     assert opened == [page.as_uri()] and "no desktop" not in capsys.readouterr().out
+
+
+def test_advise_and_right_size_after_a_local_run(tmp_path):
+    """`advise` reads what the stages used; `submit --right-size` applies it, the file unchanged."""
+    from tests.support.cli import sets
+    from tests.support.experiments import write_experiment
+    config = write_experiment(tmp_path, """\
+        name: sized
+        resources: {cpus_per_task: 2, mem: 4G, time: "00:30:00"}
+        stages:
+          one: {kind: command, argv: ["true"]}
+        """, "sized.yaml")
+    text = config.read_text()
+    overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
+    assert "nothing to advise (submit it first)" in cli("advise", "-c", str(config), *overrides).stdout
+    cli("submit", "all", "-c", str(config), "--executor", "local", *overrides)
+    advice = cli("advise", "-c", str(config), *overrides).stdout
+    assert re.search(r"^\| one \| 1 successful attempt\(s\) \| 00:30:00 -> 00:05:00 \| 4G -> (256|512)M \| 2 -> 1 \|",
+                     advice, re.M)
+    dry = cli("submit", "all", "-c", str(config), "--executor", "local", "--dry-run", "--force", "--right-size",
+              *overrides).stdout
+    assert re.search(r"^\[pipeline\] right-size: one: time 00:30:00 -> 00:05:00, mem 4G -> (256|512)M, "
+                     r"cpus_per_task 2 -> 1$", dry, re.M)
+    refused = cli("submit", "all", "-c", str(config), "--right-size", "--sweep", "seed=1,2", *overrides, check=False)
+    assert refused.returncode == 2 and "not applied to variants" in refused.stderr
+    assert config.read_text() == text

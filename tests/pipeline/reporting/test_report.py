@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pipeline.executors.slurm.sacct import parse_sacct
-from tests.support.recorded import ENDED, REQUEUED, RUNNING
+from tests.support.recorded import ASKED_REQUEUED, ENDED, REQUEUED, RUNNING
 from tests.support.results import read_csv
 
 
@@ -92,3 +92,35 @@ def test_rows_of_an_experiment_whose_results_were_deleted_are_dropped(tmp_path, 
     report.write_report(results, ["now"])
     assert {r["experiment"] for r in read_csv(results / "efficiency.csv")} == {"kept", "now"}
     assert "## gone" not in (results / "report.md").read_text()
+
+
+def test_attempts_timeline_totals_and_advice_from_recorded_sacct(tmp_path, monkeypatch):
+    """A requeued stage (3G asked, 2 h limit): one attempts.csv row per attempt, the totals
+    paragraph, the timeline figure and the advice table in report.md."""
+    from pipeline.executors.slurm import executor
+    from pipeline.reporting import report
+    monkeypatch.setattr(executor, "query_sacct", _fake_sacct(ASKED_REQUEUED))
+    results = tmp_path / "results"
+    d = _stage(results, "emnist", "one", {"experiment": "emnist", "stage": "one", "status": "done", "job_id": "1229",
+                                          "job_ids": ["1229"], "device": "cpu", "cpus": 2, "wall_s": 19.0},
+               {"job_id": "1229", "executor": "slurm"})
+    with open(d / "config.yaml", "a") as f:
+        f.write("resources: {time: '02:00:00', mem: 3G, cpus_per_task: 2, gpus: 0}\n")
+    md = report.write_report(results, ["emnist"])[1].read_text()
+    attempts = read_csv(results / "attempts.csv")
+    assert [(a["state"], a["queue_wait_s"], a["elapsed_s"]) for a in attempts] == [
+        ("REQUEUED", "0.0", "7.0"), ("COMPLETED", "1.0", "12.0")]
+    # 13:08:44 (first submit) to 13:09:16 (last end); 1 s queued in all
+    assert "emnist: 32 s from the first submit (or start) to the last end over 2 attempt(s)" in md
+    assert "queue wait 1 s" in md and (results / "emnist" / "timeline.png").stat().st_size > 1000
+    assert "| one | 1 successful attempt(s) | 02:00:00 -> 00:05:00 | 3G -> 2G | 2 |" in md   # 815 MiB peak + 50%
+
+
+def test_a_stage_killed_without_a_record_is_there_for_the_advice_only(tmp_path):
+    from pipeline.reporting import report
+    results = tmp_path / "results"
+    d = _stage(results, "oom", "one", job={"job_id": "77", "executor": "local"}, success=False)
+    (d / "attempts.json").write_text(json.dumps({"fingerprint": "f", "attempts": [{"status": "running"}]}))
+    assert report.collect(results, "oom")[0] == []
+    rows = report.collect(results, "oom", started=True)[0]
+    assert [(r["stage"], r["status"], r["job_id"]) for r in rows] == [("one", "no-record", "77")]

@@ -2,12 +2,16 @@
 attempts, multi-task steps, running jobs, stages run as steps); the report built on them is tested
 in tests/pipeline/reporting/test_report.py."""
 
+import json
+from pathlib import Path
+
 import pytest
 
-from pipeline.accounting.record import cpu_efficiency
+from pipeline.accounting.record import attempt_columns, cpu_efficiency
 from pipeline.accounting.record import scheduler_columns as sacct_columns
 from pipeline.executors.slurm.sacct import (
     parse_duration,
+    parse_req_mem_mb,
     parse_sacct,
     parse_sacct_rows,
     parse_size_mb,
@@ -17,6 +21,11 @@ from pipeline.executors.slurm.sacct import (
 )
 from tests.support.recorded import (
     ALLOCATION_REQUEUED,
+    ASKED_ALLOCATION,
+    ASKED_ARRAY,
+    ASKED_DEPENDENCY,
+    ASKED_REQUEUED,
+    ASKED_RUNNING,
     ENDED,
     MULTI_TASK,
     REQUEUED,
@@ -87,7 +96,7 @@ def test_squeue_array_tasks_stand_under_the_array_id():
 
 def test_sacct_columns_and_cpu_efficiency():
     cols = sacct_columns(parse_sacct(RECORDED)["6"])
-    assert cols == {"sacct_state": "COMPLETED", "sacct_attempts": 1, "sacct_elapsed_s": 8.0,
+    assert {k: v for k, v in cols.items() if v is not None} == {"sacct_state": "COMPLETED", "sacct_attempts": 1, "sacct_elapsed_s": 8.0,
                     "sacct_totalcpu_s": pytest.approx(9.988), "sacct_cpu_eff": pytest.approx(9.988 / 16, abs=1e-4),
                     "sacct_maxrss_task_mb": 713.3, "sacct_maxrss_step_mb": 713.3}
     assert cpu_efficiency(None, 8, 2) is None and cpu_efficiency(4, 0, 2) is None
@@ -210,3 +219,85 @@ def test_squeue_names_the_dependencies_still_open():
 
 
 
+
+
+GOLDEN = Path(__file__).parent / "golden" / "asked_columns.json"
+# Time stamps are left out: sacct writes the cluster's local time; the durations between them are what is checked.
+_STAMPS = ("sacct_submit", "sacct_end", "submit", "start", "end")
+
+
+def _asked_columns() -> dict:
+    """The new columns of every recorded case: the stage's summary and each attempt's (or step's) own."""
+    cases = {"requeued": (ASKED_REQUEUED, ["1229"], None), "array": (ASKED_ARRAY, ["1349"], None),
+             "allocation_step": (ASKED_ALLOCATION, ["1300"], "alloc.slow"),
+             "running": (ASKED_RUNNING, ["2538"], None), "dependency": (ASKED_DEPENDENCY, ["2539"], None)}
+    out = {}
+    for name, (text, ids, step) in cases.items():
+        usage = stage_usage(parse_sacct(text), ids, step)
+        cols = {k: v for k, v in sacct_columns(usage).items() if k not in _STAMPS}
+        parts = [{k: v for k, v in attempt_columns(p).items() if k not in _STAMPS} for p in usage["parts"]]
+        out[name] = {"stage": cols, "attempts": parts}
+    return out
+
+
+def test_asked_and_used_columns_match_the_golden_file():
+    """Regenerate after a deliberate change: python -c 'from tests.pipeline.executors.slurm.test_sacct import
+    write_golden; write_golden()'."""
+    assert _asked_columns() == json.loads(GOLDEN.read_text())
+
+
+def write_golden() -> None:
+    GOLDEN.write_text(json.dumps(_asked_columns(), indent=1, sort_keys=True) + "\n")
+
+
+def test_memory_time_efficiency_and_queue_wait_per_attempt():
+    usage = stage_usage(parse_sacct(ASKED_REQUEUED), ["1229"])
+    cols = sacct_columns(usage)
+    assert cols["sacct_req_mem_mb"] == 3072.0
+    assert cols["sacct_mem_eff"] == pytest.approx(834840 / 1024 / 3072, abs=1e-4)   # the larger step's MaxRSS
+    assert cols["sacct_timelimit_s"] == 7200.0
+    assert cols["sacct_time_eff"] == pytest.approx(12 / 7200, abs=1e-4)            # the attempt that finished
+    waits = [p["queue_wait_s"] for p in usage["parts"]]
+    assert waits == [0.0, 1.0] and cols["sacct_queue_wait_s"] == 1.0               # Start - Eligible, summed
+    assert [attempt_columns(p)["state"] for p in usage["parts"]] == ["REQUEUED", "COMPLETED"]
+
+
+def test_queue_wait_excludes_the_dependency_wait():
+    jobs = parse_sacct(ASKED_DEPENDENCY)
+    assert jobs["2538"]["queue_wait_s"] == 13.0              # queued behind other jobs' CPUs
+    assert jobs["2539"]["queue_wait_s"] == 0.0               # 25 s on afterok:2538, then started at once
+
+
+def test_array_queue_wait_is_summed_over_its_tasks():
+    usage = stage_usage(parse_sacct(ASKED_ARRAY), ["1349"])
+    assert [p["queue_wait_s"] for p in usage["parts"]] == [0.0, 0.0, 5.0]
+    assert usage["queue_wait_s"] == 5.0 and usage["req_mem_mb"] == 2048.0
+
+
+def test_running_and_pending_jobs_have_no_queue_wait_or_end_yet():
+    jobs = parse_sacct(ASKED_RUNNING)
+    assert jobs["2538"]["queue_wait_s"] == 13.0 and jobs["2538"]["end"] is None
+    assert jobs["2539"]["queue_wait_s"] is None and jobs["2539"]["parts"][0]["start"] is None
+
+
+def test_step_of_an_allocation_holds_its_allocations_memory():
+    usage = stage_usage(parse_sacct(ASKED_ALLOCATION), ["1300"], "alloc.slow")
+    assert usage["attempts"] == 2 and usage["req_mem_mb"] == 500.0
+    assert usage["timelimit_s"] is None and usage["queue_wait_s"] is None   # a step neither queues nor has a limit
+
+
+@pytest.mark.parametrize("text, cpus, mb", [("4G", 2, 4096), ("4Gn", 2, 4096), ("2Gc", 2, 4096), ("500M", 1, 500),
+                                            ("", 1, None), ("0", 1, None)])
+def test_parse_req_mem(text, cpus, mb):
+    assert parse_req_mem_mb(text, cpus) == mb
+
+
+def test_energy_and_gpu_utilisation_only_where_recorded():
+    jobs = parse_sacct(ASKED_REQUEUED)
+    assert jobs["1229"]["energy_j"] is None and jobs["1229"]["gpu_util"] is None    # energy=0: none recorded
+    gpu = ASKED_DEPENDENCY.replace("|0|cpu=00:00:00,energy=0,", "|5400|cpu=00:00:00,energy=5400,gres/gpuutil=87,")
+    gpu = gpu.replace("2538|rec.run|COMPLETED|00:00:12|00:00.002||1|vm|debug||100M|00:02:00|2026-12-07T15:58:26|"
+                      "2026-12-07T15:58:26|2026-12-07T15:58:39|2026-12-07T15:58:51||",
+                      "2538|rec.run|COMPLETED|00:00:12|00:00.002||1|vm|debug||100M|00:02:00|2026-12-07T15:58:26|"
+                      "2026-12-07T15:58:26|2026-12-07T15:58:39|2026-12-07T15:58:51|5400|")
+    assert parse_sacct(gpu)["2538"]["gpu_util"] == 87.0 and parse_sacct(gpu)["2538"]["energy_j"] == 5400.0
