@@ -192,12 +192,13 @@ def _wait_and_summarise(exp: Experiment, job_ids: list[str], selected: list[str]
 
 def _wait_until_settled(exps: list[Experiment], poll_s: float, give_up_s: float = 1800) -> None:
     """Poll (one squeue per poll) until every job of these experiments ended or can never start.
-    The pause between polls grows while nothing changes (x1.5, up to MAX_POLL_S) and drops back to
-    `poll_s` when a job starts or ends: a day-long run is polled about once a minute. The jobs go
-    on while the scheduler does not answer, so an outage is waited out (said once); after
-    `give_up_s` of it the wait ends with SchedulerUnavailable."""
+    Once nothing has changed for STEADY_S, the pause between polls grows (x1.5, up to MAX_POLL_S)
+    and drops back to `poll_s` when a job starts or ends: short stages are seen to end within
+    seconds, a day-long run is polled about once a minute. The jobs go on while the scheduler does
+    not answer, so an outage is waited out (said once); after `give_up_s` of it the wait ends with
+    SchedulerUnavailable."""
     from pipeline.cli.status import stuck_or_done
-    down_since, pause, seen = None, poll_s, None
+    down_since, pause, seen, since = None, poll_s, None, time.monotonic()
     while True:
         try:
             live = _live(None, exps)
@@ -205,7 +206,10 @@ def _wait_until_settled(exps: list[Experiment], poll_s: float, give_up_s: float 
                 return
             down_since = None
             now = {job: j.state for job, j in live.items()}
-            pause, seen = (min(pause * 1.5, MAX_POLL_S) if now == seen else poll_s), now
+            if now != seen:
+                seen, since = now, time.monotonic()
+            steady = time.monotonic() - since >= STEADY_S
+            pause = min(pause * 1.5, MAX_POLL_S) if steady else poll_s
         except SchedulerUnavailable as err:
             if down_since is None:
                 down_since = time.monotonic()
@@ -216,6 +220,7 @@ def _wait_until_settled(exps: list[Experiment], poll_s: float, give_up_s: float 
 
 
 MAX_POLL_S = 60.0
+STEADY_S = 60.0     # unchanged this long, the queue is polled less and less often
 
 
 def _refresh_report(exp: Experiment) -> None:

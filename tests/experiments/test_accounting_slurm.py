@@ -56,14 +56,21 @@ def test_asked_vs_used_queue_wait_and_advice(slurm, tmp_path):
     assert "| 4G -> 512M |" in hold_line and "| 2 -> 1 |" in hold_line          # ~300 MB peak + 50%; one core
 
 
-# A 1-minute limit for a stage that needs 105 s. SLURM enforces limits on a ~30 s sweep (killed at
-# 65-71 s here), so a stage needing ~70 s sometimes finished first. signal_delay_s 0: no warning
-# signal before the limit (with one, submitit requeues the job instead), so the job ends TIMEOUT.
+# A 1-minute limit for a stage that needs 100 s of work, which it counts in its own folder and
+# resumes from (as the training stages resume from their checkpoints). SLURM enforces limits on a
+# ~30 s sweep (killed at 65-71 s here, so work of ~70 s sometimes finished first); killed, the
+# attempt is interrupted and the right-sized rerun only does what is left. signal_delay_s 0: no
+# warning signal before the limit (with one, submitit requeues the job instead): it ends TIMEOUT.
 SLOW = """\
     name: slow
     signal_delay_s: 0
     stages:
-      slow: {kind: command, argv: ["sleep", "105"], resources: {time: "1", mem: 200M, cpus_per_task: 1}}
+      slow:
+        kind: command
+        resources: {time: "1", mem: 200M, cpus_per_task: 1}
+        argv: [python3, -c, "import os, time; f = os.path.join(os.environ['STAGE_OUT_DIR'], 'seconds');
+               n = int(open(f).read()) if os.path.exists(f) else 0; print('resumed at', n, flush=True)
+               \nwhile n < 100:\n time.sleep(1); n += 1; open(f, 'w').write(str(n))"]
     """
 
 
@@ -82,6 +89,9 @@ def test_timeout_raises_the_limit_and_right_size_completes_it(slurm, tmp_path):
     assert "[pipeline] right-size: slow: time 1 -> 00:05:00" in second.stdout
     rerun = job_ids_from_table(second.stdout)["slow"]
     assert rerun != job and wait_sacct_final([rerun]) == {rerun: "COMPLETED"}, second.stdout
+    resumed_at = int(re.findall(r"resumed at (\d+)", (tmp_path / "logs" / "slow" / "slow" /
+                                                         f"{rerun}_0_log.out").read_text())[-1])
+    assert 50 <= resumed_at < 100           # the rerun did only what the killed attempt had left
     assert "time: 1\n" in config.read_text() or 'time: "1"' in config.read_text()    # the file is as written
 
 

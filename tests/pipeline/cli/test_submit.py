@@ -134,17 +134,19 @@ def test_dry_run_with_a_profile_shows_its_partitions_gpu_request_and_setup(works
 
 
 def test_wait_polls_less_often_while_nothing_changes(monkeypatch):
-    """One squeue per poll; the pause grows x1.5 (to 60 s) while the queue stays the same and
-    drops back when a job starts or ends."""
+    """One squeue per poll every 3 s; once the queue has stayed the same for a minute the pause
+    grows x1.5 (to 60 s), and drops back when a job starts or ends."""
     from pipeline.cli import submit as submit_mod
     from pipeline.executors import LiveJob
     pending, running = LiveJob("pending", "Priority"), LiveJob("running", "RUNNING")
-    queue = [{"1": pending}] * 4 + [{"1": running}] * 12 + [{}]
-    polls, pauses = [], []
+    queue = [{"1": pending}] * 30 + [{"1": running}] * 40 + [{}]
+    polls, pauses, clock = [], [], [0.0]
     monkeypatch.setattr(submit_mod, "_live", lambda executor, exps: polls.append(1) or queue[len(polls) - 1])
-    monkeypatch.setattr(submit_mod.time, "sleep", pauses.append)
+    monkeypatch.setattr(submit_mod.time, "sleep", lambda s: pauses.append(s) or clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(submit_mod.time, "monotonic", lambda: clock[0])
     submit_mod._wait_until_settled([], poll_s=3.0)
     assert len(polls) == len(queue) and len(pauses) == len(queue) - 1
-    assert pauses[:4] == [3.0, 4.5, 6.75, 10.125]                      # pending, unchanged
-    assert pauses[4] == 3.0                                             # it started: back to the first pause
-    assert pauses[5:9] == [4.5, 6.75, 10.125, 15.1875] and max(pauses) == 60.0
+    assert pauses[:20] == [3.0] * 20                                     # the first minute pending
+    assert pauses[20:24] == [4.5, 6.75, 10.125, 15.1875]                 # then less and less often
+    assert pauses[30] == 3.0                                             # it started: back to every 3 s
+    assert max(pauses) == 60.0

@@ -62,7 +62,9 @@ def test_the_quickstart_report_in_headless_chromium(tmp_path_factory, tmp_path, 
     assert list(zip(column(0), column(2))) == [(s, "done") for s in
                                                ("download", "preprocess", "train", "evaluate", "report")]
     images = chromium.find_elements(By.TAG_NAME, "img")
-    assert len(images) == 2 and all(i.get_attribute("src").startswith("data:image/png") for i in images)
+    # the timeline of where the time went, the training curves, the confusion matrix
+    assert len(images) == 3 and all(i.get_attribute("src").startswith("data:image/png") for i in images)
+    assert "where the time went" in [i.get_attribute("alt") for i in images]
     assert all(chromium.execute_script("return arguments[0].naturalWidth", i) > 100 for i in images)
     wall = table.find_elements(By.TAG_NAME, "th")[5]
     assert wall.text == "wall s"
