@@ -22,6 +22,9 @@ from typing import Callable
 
 # NVML samples under this GPU utilisation (percent) count as "low" (gpu_util_low_share).
 LOW_GPU_UTIL = 10.0
+# CPU times tick in 10 ms steps (USER_HZ 100): over a span of a few ticks one tick more or less
+# reads as a whole core busy or idle, so a shorter stage's CPU use is not measured.
+MIN_CPU_SPAN_S = 1.0
 RAPL_ROOT = Path("/sys/class/powercap")
 
 
@@ -266,7 +269,10 @@ class Sampler:
         """The sampled columns (record.SAMPLED_COLUMNS), `idle`, and `unmeasured`: why some are empty."""
         first, last = self.samples[0], self.samples[-1]
         span = last["t"] - first["t"]
-        out = {"cpu_util": round((last["cpu_s"] - first["cpu_s"]) / (span * self.cores), 4) if span > 0 else None,
+        measured = span >= MIN_CPU_SPAN_S
+        if not measured:
+            self.why["cpu_util"] = f"ran under {MIN_CPU_SPAN_S:g} s: too short to measure its CPU use"
+        out = {"cpu_util": round((last["cpu_s"] - first["cpu_s"]) / (span * self.cores), 4) if measured else None,
                "sampled_peak_rss_mb": round(max(s["rss_mb"] for s in self.samples), 1),
                "samples": len(self.samples), "idle": self.idle}
         if self.gpu:

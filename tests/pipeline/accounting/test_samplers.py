@@ -36,6 +36,15 @@ def test_a_stage_spinning_one_core_of_two_reads_about_half(monkeypatch):
     assert result["idle"] is None                     # 2 s is far under the 600 s window
 
 
+def test_a_stage_too_short_to_measure_has_no_cpu_util_and_says_why(monkeypatch):
+    """Over a few 10 ms CPU-clock ticks one tick reads as a core busy or idle: not a measurement."""
+    monkeypatch.setattr(samplers, "given_cores", lambda: 2)
+    with Sampler(SamplerSettings(every_s=0.2), gpus=0) as sampler:
+        sum(range(10**5))
+    result = sampler.result()
+    assert result["cpu_util"] is None and "too short to measure" in result["unmeasured"]["cpu_util"]
+
+
 def _read_all(nvml: FakeNvml) -> tuple[NvmlReader, list[dict]]:
     reader = NvmlReader(nvml, [0])
     return reader, [reader.read() for _ in SERIES]

@@ -70,8 +70,8 @@ def test_advise_and_right_size_after_a_local_run(tmp_path):
         name: sized
         resources: {cpus_per_task: 2, mem: 4G, time: "00:30:00"}
         stages:
-          one: {kind: command, argv: ["true"]}
-        """, "sized.yaml")
+          one: {kind: command, argv: ["sleep", "1.5"]}
+        """, "sized.yaml")         # long enough for its CPU use to be measured (samplers.MIN_CPU_SPAN_S)
     text = config.read_text()
     overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
     assert "nothing to advise (submit it first)" in cli("advise", "-c", str(config), *overrides).stdout
