@@ -77,8 +77,8 @@ def _step_name(experiment: str, record: dict) -> str:
 
 def _variant_dirs(results: Path, experiment: str) -> list[Path]:
     """The stage folders of the recorded variants that are their own (results/<exp>/variants/...)."""
-    own = paths.variants_dir(results, experiment)
-    dirs = {Path(d) for index in state.recorded_variants(results, experiment) for d in index["dirs"].values()}
+    own = paths.variants_dir(results, experiment).resolve()    # the same folder reached through a symlink too
+    dirs = {Path(d).resolve() for index in state.recorded_variants(results, experiment) for d in index["dirs"].values()}
     return sorted(d for d in dirs if own in d.parents and d.is_dir())
 
 

@@ -124,3 +124,16 @@ def test_a_stage_killed_without_a_record_is_there_for_the_advice_only(tmp_path):
     assert report.collect(results, "oom")[0] == []
     rows = report.collect(results, "oom", started=True)[0]
     assert [(r["stage"], r["status"], r["job_id"]) for r in rows] == [("one", "no-record", "77")]
+
+
+def test_variant_folders_are_found_through_a_symlinked_results_path(tmp_path):
+    """A results folder reached through a symlink (as pytest-current, or a scratch link) still lists
+    the variants whose index recorded the real path."""
+    from pipeline.reporting import report
+    real = tmp_path / "real" / "results"
+    own = real / "exp" / "variants" / "v1" / "train"
+    own.mkdir(parents=True)
+    (own.parent / "variant.json").write_text(json.dumps({"name": "v1", "dirs": {"train": str(own)}}))
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert report._variant_dirs(tmp_path / "link" / "results", "exp") == [own]
+    assert report._variant_dirs(real, "exp") == [own]
