@@ -44,7 +44,7 @@ ClusterName=$CLUSTER
 SlurmctldHost=$host
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/cgroup
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmUser=root
@@ -72,6 +72,16 @@ PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 NodeName=twin1 NodeHostname=$host Port=6831 CPUs=1 RealMemory=2048 State=UNKNOWN
 NodeName=twin2 NodeHostname=$host Port=6832 CPUs=1 RealMemory=2048 State=UNKNOWN
 PartitionName=twonode Nodes=twin1,twin2 Default=NO MaxTime=INFINITE State=UP
+CONF
+  # Memory is enforced as on a production cluster: a step past its --mem is killed by the kernel
+  # (cgroup v1 memory controller, which this machine mounts) and ends OUT_OF_MEMORY in sacct.
+  # Only RAM is constrained: no cpuset or device confinement, so the twins can share the host.
+  cat > "$CONF_DIR/cgroup.conf" <<CONF
+CgroupPlugin=autodetect
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+ConstrainCores=no
+ConstrainDevices=no
 CONF
   cat > "$CONF_DIR/slurmdbd.conf" <<CONF
 AuthType=auth/munge
@@ -146,10 +156,25 @@ start_slurmd() {  # start_slurmd <node name> [slurmd options]: one slurmd per no
   slurmd "$@"
 }
 
+# What the daemons read at start: a change (this script's newer settings) needs them restarted.
+config_sum() { cat "$CONF_DIR/slurm.conf" "$CONF_DIR/cgroup.conf" 2>/dev/null | md5sum; }
+
+stop_slurm_daemons() {
+  for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
+  for d in slurmd slurmctld slurmdbd; do
+    for _ in $(seq 1 60); do running "$d" || break; sleep 0.5; done
+  done
+}
+
 cmd_up() {
   need_root
   install_packages
+  local before; before=$(config_sum)
   write_configs
+  if [ "$before" != "$(config_sum)" ] && running slurmctld; then
+    log "configuration changed: restarting SLURM's daemons"
+    stop_slurm_daemons
+  fi
   start_munge
   start_mariadb
   start_slurm
@@ -158,7 +183,7 @@ cmd_up() {
 
 cmd_down() {
   need_root
-  for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
+  stop_slurm_daemons
   mysqladmin shutdown 2>/dev/null || true
   pkill -x munged 2>/dev/null || true
   log "down"

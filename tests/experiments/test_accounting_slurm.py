@@ -2,6 +2,7 @@
 command stages, so the test is about the accounting, not the work."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from datetime import datetime
@@ -9,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from tests.support.cli import cli, job_ids_from_table, sets
-from tests.support.cluster import wait_for_jobs, wait_sacct_final
+from tests.support.cluster import sacct, wait_for_jobs, wait_sacct_final
 from tests.support.experiments import write_experiment
 from tests.support.results import read_csv
 
@@ -97,26 +98,27 @@ def test_timeout_raises_the_limit_and_right_size_completes_it(slurm, tmp_path):
 
 def _enforces_memory() -> bool:
     conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
-    return bool(re.search(r"JobAcctGatherParams\s*=.*OverMemoryKill", conf) or
-                re.search(r"TaskPlugin\s*=.*cgroup", conf))
+    return bool(re.search(r"TaskPlugin\s*=.*cgroup", conf))
 
 
 def test_out_of_memory_raises_the_memory(slurm, tmp_path):
-    """Needs a cluster that enforces memory (JobAcctGatherParams=OverMemoryKill or task/cgroup);
-    the local one does not (see scripts/slurm_cluster.sh), so here this test is skipped."""
-    if not _enforces_memory():
-        pytest.skip("the cluster does not enforce memory limits (JobAcctGatherParams has no OverMemoryKill, "
-                    "TaskPlugin is not task/cgroup)")
+    """scripts/slurm_cluster.sh enforces memory as production clusters do (task/cgroup): the kernel
+    kills the stage's command past its 200M; sacct marks the step OUT_OF_MEMORY and the job FAILED."""
+    assert _enforces_memory(), "the cluster does not enforce memory: restart it (scripts/slurm_cluster.sh up)"
     config = write_experiment(tmp_path, """\
         name: oom
         stages:
-          big: {kind: command, argv: ["python3", "-c", "import time; x = b'x' * (600 * 2**20); time.sleep(15)"],
+          big: {kind: command, argv: ["python3", "-c", "x = b'x' * (600 * 2**20)"],
                 resources: {mem: 200M, cpus_per_task: 1, time: "00:05:00"}}
         """, "oom.yaml")
     overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
     proc = cli("submit", "all", "-c", str(config), "--executor", "slurm", "--wait", *overrides, check=False,
                timeout=600)
     job = job_ids_from_table(proc.stdout)["big"]
-    assert wait_sacct_final([job]) == {job: "OUT_OF_MEMORY"}
+    assert proc.returncode == 1 and wait_sacct_final([job]) == {job: "FAILED"}
+    steps = {r["JobID"]: r["State"] for r in sacct([job], ["JobID", "State"], steps=True)}
+    assert steps[f"{job}.0"] == "OUT_OF_MEMORY"                  # the step that ran the stage
+    status = {r["stage"]: r for r in json.loads(cli("status", "-c", str(config), "--json", *overrides).stdout)}
+    assert status["big"]["state"] == "failed" and status["big"]["reason"].startswith("sacct OUT_OF_MEMORY: it used more")
     advice = cli("advise", "-c", str(config), *overrides).stdout
     assert "| 200M -> 512M |" in advice and "ran out of memory" in advice

@@ -80,3 +80,10 @@ ASKED_DEPENDENCY = """2538|rec.run|COMPLETED|00:00:12|00:00.002||1|vm|debug||100
 2539|rec.after|COMPLETED|00:00:01|00:00.002||1|vm|debug||100M|00:02:00|2026-12-07T15:58:26|2026-12-07T15:58:51|2026-12-07T15:58:51|2026-12-07T15:58:52||
 2539.batch|batch|COMPLETED|00:00:01|00:00.002||1|vm||1|||2026-12-07T15:58:51|2026-12-07T15:58:51|2026-12-07T15:58:51|2026-12-07T15:58:52|0|energy=0
 """
+# Job 3893 asked 200M and its stage's command allocated 600 MB, on the cluster with memory enforced
+# (task/cgroup, ConstrainRAMSpace): the kernel killed it in step 0, which sacct records as
+# OUT_OF_MEMORY, while the job (its batch script saw srun fail) ends FAILED.
+ASKED_OOM = """3893|oom.big|FAILED|00:00:00|00:00.529||1|vm|debug||200M|00:05:00|2026-12-07T18:55:48|2026-12-07T18:55:48|2026-12-07T18:55:49|2026-12-07T18:55:49|0|
+3893.batch|batch|FAILED|00:00:00|00:00.013||1|vm||1|||2026-12-07T18:55:49|2026-12-07T18:55:49|2026-12-07T18:55:49|2026-12-07T18:55:49|0|energy=0
+3893.0|python|OUT_OF_MEMORY|00:00:00|00:00.516||1|vm||1|||2026-12-07T18:55:49|2026-12-07T18:55:49|2026-12-07T18:55:49|2026-12-07T18:55:49|0|energy=0
+"""

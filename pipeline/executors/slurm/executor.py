@@ -208,8 +208,13 @@ def _usage(jobs: dict[str, dict], request: UsageRequest) -> dict | None:
         out["current"] = {"state": current["state"], "failed": current["state"] in FAILED_STATES,
                           "live": "pending" if current["state"] == "PENDING" else
                           "running" if current["state"] in RUNNING_STATES else None,
-                          "said": f"sacct {current['state']}"}
+                          "said": f"sacct {current['state']}{_ADVISED.get(current['state'], '')}"}
     return out
+
+
+# End states the next submit can avoid by asking for more: what `status` adds to the state.
+_ADVISED = {"OUT_OF_MEMORY": ": it used more than its mem; `advise` says how much to ask, `submit --right-size` asks it",
+            "TIMEOUT": ": it ran past its time limit; `advise` says how long to ask, `submit --right-size` asks it"}
 
 
 def partition_limits(sinfo_text: str) -> tuple[dict[str, dict], str | None]:

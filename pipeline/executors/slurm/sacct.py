@@ -185,6 +185,10 @@ def attempt_usage(attempt: dict) -> dict:
     the largest MaxRSS of its steps, the mean GPU utilisation its steps recorded."""
     usage = dict(attempt["job"])
     steps = attempt["steps"]
+    # The stage runs in a step (submitit's srun): a cgroup OOM kill marks that step OUT_OF_MEMORY,
+    # but the job ends FAILED (its batch script only saw srun fail). The step's state is the cause.
+    if usage["state"] == "FAILED" and any(s["state"] == "OUT_OF_MEMORY" for s in steps):
+        usage["state"] = "OUT_OF_MEMORY"
     for key in ("maxrss_task_mb", "maxrss_step_mb"):
         values = [s[key] for s in steps if s[key] is not None]
         usage[key] = max(values) if values else None

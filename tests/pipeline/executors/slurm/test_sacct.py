@@ -24,6 +24,7 @@ from tests.support.recorded import (
     ASKED_ALLOCATION,
     ASKED_ARRAY,
     ASKED_DEPENDENCY,
+    ASKED_OOM,
     ASKED_REQUEUED,
     ASKED_RUNNING,
     ENDED,
@@ -278,6 +279,13 @@ def test_running_and_pending_jobs_have_no_queue_wait_or_end_yet():
     jobs = parse_sacct(ASKED_RUNNING)
     assert jobs["2538"]["queue_wait_s"] == 13.0 and jobs["2538"]["end"] is None
     assert jobs["2539"]["queue_wait_s"] is None and jobs["2539"]["parts"][0]["start"] is None
+
+
+def test_a_step_killed_for_memory_makes_its_job_out_of_memory():
+    """A cgroup OOM kill shows on the step that ran the stage; the job line only says FAILED."""
+    job = parse_sacct(ASKED_OOM)["3893"]
+    assert job["state"] == "OUT_OF_MEMORY" and job["req_mem_mb"] == 200.0
+    assert parse_sacct(ASKED_OOM.replace("|OUT_OF_MEMORY|", "|FAILED|"))["3893"]["state"] == "FAILED"
 
 
 def test_step_of_an_allocation_holds_its_allocations_memory():
