@@ -15,4 +15,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "chromium failed to install: the browser test will be skipped" >&2
   fi
 fi
-exec .venv/bin/python -m pytest -q -ra "$@"
+# Two workers (tests/conftest.py): the SLURM tests one after another on one, the rest on the other.
+exec .venv/bin/python -m pytest -q -ra -n 2 --dist loadgroup "$@"

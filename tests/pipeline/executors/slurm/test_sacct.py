@@ -231,7 +231,8 @@ def _asked_columns() -> dict:
     """The new columns of every recorded case: the stage's summary and each attempt's (or step's) own."""
     cases = {"requeued": (ASKED_REQUEUED, ["1229"], None), "array": (ASKED_ARRAY, ["1349"], None),
              "allocation_step": (ASKED_ALLOCATION, ["1300"], "alloc.slow"),
-             "running": (ASKED_RUNNING, ["2538"], None), "dependency": (ASKED_DEPENDENCY, ["2539"], None)}
+             "running": (ASKED_RUNNING, ["2538"], None), "dependency": (ASKED_DEPENDENCY, ["2539"], None),
+             "out_of_memory": (ASKED_OOM, ["3893"], None)}
     out = {}
     for name, (text, ids, step) in cases.items():
         usage = stage_usage(parse_sacct(text), ids, step)
