@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bring a real SLURM cluster with accounting up or down on this machine: node $(hostname -s) with
-# every CPU in partition `debug` (the default), and two 1-CPU nodes twin1, twin2 (their own slurmd
-# each, on ports 6831/6832, names in /etc/hosts) in partition `twonode`, for multi-node jobs.
+# every CPU in partition `debug` (the default), two 1-CPU nodes twin1, twin2 (their own slurmd
+# each, on ports 6831/6832, names in /etc/hosts) in partition `twonode`, for multi-node jobs, and a
+# 1-CPU node twin3 (port 6833) in partition `side`, for a test that waits out a time limit beside
+# the others (tests/conftest.py) without taking a CPU of `debug`.
 # Usage: scripts/slurm_cluster.sh up|down|status
 # Recipe: shared/GUIDE.md section 3 (munge, MariaDB, slurmdbd, slurmctld, slurmd; Debian 12).
 # Idempotent: packages already installed, daemons already running and stale pid files are fine.
@@ -13,7 +15,7 @@ CONF_DIR=/etc/slurm
 DB_USER=slurm
 DB_PASS=slurmdbpass
 PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
-TWINS="twin1 twin2"
+TWINS="twin1 twin2 twin3"
 
 log() { echo "[slurm-cluster] $*" >&2; }
 
@@ -72,6 +74,8 @@ PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 NodeName=twin1 NodeHostname=$host Port=6831 CPUs=1 RealMemory=2048 State=UNKNOWN
 NodeName=twin2 NodeHostname=$host Port=6832 CPUs=1 RealMemory=2048 State=UNKNOWN
 PartitionName=twonode Nodes=twin1,twin2 Default=NO MaxTime=INFINITE State=UP
+NodeName=twin3 NodeHostname=$host Port=6833 CPUs=1 RealMemory=2048 State=UNKNOWN
+PartitionName=side Nodes=twin3 Default=NO MaxTime=INFINITE State=UP
 CONF
   # Memory is enforced as on a production cluster: a step past its --mem is killed by the kernel
   # (cgroup v1 memory controller, which this machine mounts) and ends OUT_OF_MEMORY in sacct.
@@ -142,7 +146,7 @@ start_slurm() {
   # A node that was down when slurmctld last saw it needs a nudge back to service.
   wait_for "node registration" sh -c "sinfo -h -N -n $(hostname -s) -o %T | grep -Eq 'idle|mixed|alloc'" \
     || { scontrol update nodename="$(hostname -s)" state=resume; wait_for node sh -c "sinfo -h -N -n $(hostname -s) -o %T | grep -Eq 'idle|mixed|alloc'"; }
-  # The twins only serve multi-node tests: a twin that does not come up is a warning, not a failure.
+  # The twins serve only the two-node tests and the side test: one that does not come up is a warning here (those tests fail, saying so).
   for n in $TWINS; do
     wait_for "$n" sh -c "sinfo -h -N -n $n -o %T | grep -Eq 'idle|mixed|alloc'" \
       || { scontrol update nodename="$n" state=resume 2>/dev/null || true; log "warning: node $n is not up"; }
@@ -178,7 +182,7 @@ cmd_up() {
   start_munge
   start_mariadb
   start_slurm
-  log "up: cluster $CLUSTER, partition $PARTITION, node $(hostname -s) ($(nproc) CPUs); partition twonode: $TWINS"
+  log "up: cluster $CLUSTER, partition $PARTITION, node $(hostname -s) ($(nproc) CPUs); partition twonode: twin1 twin2; partition side: twin3"
 }
 
 cmd_down() {

@@ -59,14 +59,18 @@ def pytest_collection_modifyitems(items):
     With pytest-xdist (`-n 2 --dist loadgroup`, scripts/test.sh) every module with a SLURM test
     runs on one worker, one test after another: they share the one 2-CPU node and assert on its
     queue (queue wait, nothing left in squeue). The other modules are each a group (a module-scoped
-    fixture is built once) and run on the other worker meanwhile, in the time SLURM tests wait."""
+    fixture is built once) and run on the other worker meanwhile, in the time SLURM tests wait; so
+    does a test marked `beside_slurm`, whose jobs ask for the partition `side` (a node of its own)."""
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slurm)
     slurm_modules = {item.module.__name__ for item in items if item.get_closest_marker("slurm")}
     for item in items:
         module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("slurm" if module in slurm_modules else module))
+        group = "slurm" if module in slurm_modules else module
+        if item.get_closest_marker("beside_slurm"):        # its jobs run on a node of their own
+            group = "beside-slurm"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 

@@ -62,20 +62,25 @@ def test_asked_vs_used_queue_wait_and_advice(slurm, tmp_path):
 # ~30 s sweep (killed at 65-71 s here, so work of ~70 s sometimes finished first); killed, the
 # attempt is interrupted and the right-sized rerun only does what is left. signal_delay_s 0: no
 # warning signal before the limit (with one, submitit requeues the job instead): it ends TIMEOUT.
+# It runs on the local cluster's node `side`, beside the other SLURM tests (tests/conftest.py): its
+# ~2 minutes are mostly waiting, and it takes none of the CPUs their jobs share.
 SLOW = """\
     name: slow
     signal_delay_s: 0
     stages:
       slow:
         kind: command
-        resources: {time: "1", mem: 200M, cpus_per_task: 1}
+        resources: {time: "1", mem: 200M, cpus_per_task: 1, partition: side}
         argv: [python3, -c, "import os, time; f = os.path.join(os.environ['STAGE_OUT_DIR'], 'seconds');
                n = int(open(f).read()) if os.path.exists(f) else 0; print('resumed at', n, flush=True)
                \nwhile n < 100:\n time.sleep(1); n += 1; open(f, 'w').write(str(n))"]
     """
 
 
+@pytest.mark.beside_slurm
 def test_timeout_raises_the_limit_and_right_size_completes_it(slurm, tmp_path):
+    side = subprocess.run(["sinfo", "-h", "-p", "side", "-o", "%t"], capture_output=True, text=True).stdout.split()
+    assert side and side[0] in ("idle", "mix", "alloc"), f"partition side is not up ({side}): scripts/slurm_cluster.sh up"
     config = write_experiment(tmp_path, SLOW, "slow.yaml")
     overrides = sets([f"paths.results={tmp_path / 'results'}", f"paths.logs={tmp_path / 'logs'}"])
     first = cli("submit", "all", "-c", str(config), "--executor", "slurm", "--wait", *overrides, check=False,

@@ -46,6 +46,13 @@ def wait_for_jobs(job_ids: list[str], timeout: float = 300, allow_stuck: bool = 
     raise AssertionError(f"jobs still queued after {timeout}s: {live}")
 
 
+def queued(experiment: str) -> list[str]:
+    """squeue's jobs of `experiment` (named `<experiment>.<stage>`) as `id name state` lines: what a
+    test compares before and after a command, blind to the jobs a test beside it runs (tests/conftest.py)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
+    return sorted(line for line in out.splitlines() if line.split()[1].startswith(f"{experiment}."))
+
+
 def squeue_state(job: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import REPO, cli, job_ids_from_table, sets, status_json
-from tests.support.cluster import sacct, wait_for_jobs, wait_sacct_final
+from tests.support.cluster import queued, sacct, wait_for_jobs, wait_sacct_final
 from tests.support.experiments import FAILING_CHAIN, write_experiment
 from tests.support.results import efficiency
 
@@ -81,21 +81,21 @@ def test_efficiency_csv_has_sacct_columns(slurm_run):
 
 
 def test_second_submit_submits_nothing(slurm_run):
-    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    before = queued("quickstart")
     proc = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", *sets(slurm_run["overrides"]))
     assert job_ids_from_table(proc.stdout) == {}
     assert proc.stdout.count("cached") == 5
-    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+    assert queued("quickstart") == before
 
 
 def test_impossible_resources_refused_before_anything_is_submitted(slurm, workspace):
-    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    before = queued("quickstart")
     proc = cli("submit", "all", "-c", CONFIG, "--executor", "slurm", "--set", "stages.train.resources.cpus_per_task=64",
                "--set", "stages.evaluate.resources.gpus=2", *sets(workspace["overrides"]), check=False)
     assert proc.returncode == 2 and "nothing was submitted" in proc.stderr
     assert "stages.train.resources.cpus_per_task=64: nodes of partition 'debug' have at most" in proc.stderr
     assert "stages.evaluate.resources.gpus=2: nodes of partition 'debug' have at most 0 GPUs" in proc.stderr
-    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+    assert queued("quickstart") == before
     assert not any(workspace["logs"].iterdir())
 
 
