@@ -16,4 +16,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 # Two workers (tests/conftest.py): the SLURM tests one after another on one, the rest on the other.
-exec .venv/bin/python -m pytest -q -ra -n 2 --dist loadgroup "$@"
+# One compute thread per process: the two workers and the cluster's jobs share 2 cores, and torch's
+# default (a thread per core in every process) made them spin against each other (a 7 s test took
+# 95 s). Jobs still run a thread per CPU they asked for (the setup lines of configs/defaults.yaml).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec .venv/bin/python -m pytest -q -ra -n 2 --dist loadgroup --no-loadscope-reorder "$@"

@@ -60,7 +60,9 @@ def pytest_collection_modifyitems(items):
     runs on one worker, one test after another: they share the one 2-CPU node and assert on its
     queue (queue wait, nothing left in squeue). The other modules are each a group (a module-scoped
     fixture is built once) and run on the other worker meanwhile, in the time SLURM tests wait; so
-    does a test marked `beside_slurm`, whose jobs ask for the partition `side` (a node of its own)."""
+    does a test marked `beside_slurm`, whose jobs ask for the partition `side` (a node of its own).
+    Groups are handed out in collection order (`--no-loadscope-reorder`): the SLURM group, which
+    the first test module starts, to one worker, the `beside_slurm` test right after to the other."""
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slurm)
@@ -73,12 +75,11 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-
 @pytest.hookimpl(optionalhook=True)       # a pytest-xdist hook, run where the tests are handed out
 def pytest_xdist_node_collection_finished(node, ids):
     """Every test has a group, which xdist appends to its id (`...@slurm`). Where it could not
     (pytest-xdist issue 1386: pytest 9.2), SLURM tests would run side by side: stop, saying why."""
-    if node.config.getvalue("dist") == "loadgroup" and ids and not any("@" in i for i in ids):
+    if node.config.getvalue("dist") == "loadgroup" and not all("@" in i for i in ids):
         pytest.exit("pytest-xdist did not group the tests (--dist loadgroup has no effect with this pytest, "
                     "pytest-xdist issue 1386): install pytest<9.2 as pyproject.toml asks, or run without -n",
                     returncode=4)

@@ -3,6 +3,7 @@ command stages, so the test is about the accounting, not the work."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from datetime import datetime
@@ -103,13 +104,16 @@ def test_timeout_raises_the_limit_and_right_size_completes_it(slurm, tmp_path):
 
 def _enforces_memory() -> bool:
     conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
-    return bool(re.search(r"TaskPlugin\s*=.*cgroup", conf))
+    return bool(re.search(r"TaskPlugin\s*=.*cgroup", conf) and re.search(r"ConstrainRAMSpace\s*=\s*yes", conf))
 
 
 def test_out_of_memory_raises_the_memory(slurm, tmp_path):
     """scripts/slurm_cluster.sh enforces memory as production clusters do (task/cgroup): the kernel
     kills the stage's command past its 200M; sacct marks the step OUT_OF_MEMORY and the job FAILED."""
-    assert _enforces_memory(), "the cluster does not enforce memory: restart it (scripts/slurm_cluster.sh up)"
+    if not _enforces_memory():      # scripts/slurm_cluster.sh enforces it wherever cgroup v1 memory is mounted
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(
+            "the cluster does not enforce memory (TaskPlugin=task/cgroup with ConstrainRAMSpace=yes): "
+            "scripts/slurm_cluster.sh up says why")
     config = write_experiment(tmp_path, """\
         name: oom
         stages:

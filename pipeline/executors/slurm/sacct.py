@@ -186,8 +186,10 @@ def attempt_usage(attempt: dict) -> dict:
     usage = dict(attempt["job"])
     steps = attempt["steps"]
     # The stage runs in a step (submitit's srun): a cgroup OOM kill marks that step OUT_OF_MEMORY,
-    # but the job ends FAILED (its batch script only saw srun fail). The step's state is the cause.
-    if usage["state"] == "FAILED" and any(s["state"] == "OUT_OF_MEMORY" for s in steps):
+    # but the job ends FAILED (its batch script only saw srun fail). The state of the step that
+    # ended the job, its last numbered one, is the cause (not an earlier step's, which went on).
+    numbered = [s for s in steps if (s["step"] or "").isdigit()]
+    if usage["state"] == "FAILED" and numbered and numbered[-1]["state"] == "OUT_OF_MEMORY":
         usage["state"] = "OUT_OF_MEMORY"
     for key in ("maxrss_task_mb", "maxrss_step_mb"):
         values = [s[key] for s in steps if s[key] is not None]

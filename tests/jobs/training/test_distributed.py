@@ -165,7 +165,7 @@ def test_a_failing_rank_fails_the_job_quickly_and_dependents_never_run(slurm, tm
         name: rank_fail
         stage_modules: [tests.support.noop_stages]
         paths: {{results: {tmp_path / 'results'}, logs: {tmp_path / 'logs'}, data: {tmp_path}, cache: {tmp_path}}}
-        resources: {{time: '00:05:00', cpus_per_task: 1, mem: 2G}}
+        resources: {{time: '00:05:00', cpus_per_task: 1, mem: 2G}}      # two ranks of ~720 MB in one job's limit
         stages:
           fail: {{kind: rank_fail, fail_rank: 1, timeout_s: 60, resources: {{tasks: 2}}}}
           after: {{kind: noop, needs: [fail]}}

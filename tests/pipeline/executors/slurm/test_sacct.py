@@ -287,6 +287,11 @@ def test_a_step_killed_for_memory_makes_its_job_out_of_memory():
     job = parse_sacct(ASKED_OOM)["3893"]
     assert job["state"] == "OUT_OF_MEMORY" and job["req_mem_mb"] == 200.0
     assert parse_sacct(ASKED_OOM.replace("|OUT_OF_MEMORY|", "|FAILED|"))["3893"]["state"] == "FAILED"
+    # an earlier step that lost a process to the OOM killer and went on is not why a later one failed
+    later = ASKED_OOM + "3893.1|python|FAILED|00:00:01|00:00.100||1|vm||1|||||||0|energy=0\n"
+    assert parse_sacct(later)["3893"]["state"] == "FAILED"
+    array = ASKED_OOM.replace("3893", "3893_2")
+    assert parse_sacct(array)["3893_2"]["state"] == "OUT_OF_MEMORY" == parse_sacct(array)["3893"]["state"]
 
 
 def test_step_of_an_allocation_holds_its_allocations_memory():
